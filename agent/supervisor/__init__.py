@@ -1,0 +1,1 @@
+"""The single-slot stream supervisor: one stream at a time, the latest command wins."""

@@ -1,0 +1,82 @@
+"""The contract between the supervisor and whatever actually streams.
+
+The supervisor owns *when* things happen (one slot, latest command wins, durations); a
+session owns *how* a page becomes video on a screen. The shipped implementation is the media
+pipeline plus casting; the supervisor's race tests drive a controllable double.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.errors import PagecastError
+from agent.supervisor.state import EventName, StreamFigures
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """A validated start command."""
+
+    url: str
+    quality: str
+    device: str | None = None  # None: the configured cast.device
+    auth: str | None = None
+    duration_s: float | None = None
+    force: bool = False
+    request_id: str | None = None
+
+    def same_stream(self, other: StreamRequest) -> bool:
+        """True when ``other`` would put exactly the same thing on the same screen."""
+        return (self.url, self.quality, self.device, self.auth) == (
+            other.url,
+            other.quality,
+            other.device,
+            other.auth,
+        )
+
+
+class SessionListener(Protocol):
+    """How a running session reports to the supervisor. Call from the event loop only."""
+
+    def set_stream_url(self, stream_url: str) -> None: ...
+
+    def set_title(self, title: str | None) -> None: ...
+
+    def set_player(self, *, player_state: str | None, device: str | None) -> None:
+        """What the Cast device reports: its player state and its friendly name."""
+
+    def event(self, name: EventName, **data: Any) -> None:
+        """A lifecycle event the session caused by itself (``device_lost``, ``recovered``)."""
+
+    def ended(self, error: PagecastError | None, reason: str) -> None:
+        """The session cannot go on (retries exhausted, taken over); the supervisor stops it.
+
+        ``error`` None means a clean end (e.g. another sender took the screen and we respect it).
+        """
+
+
+class StreamSession(Protocol):
+    async def start(self) -> None:
+        """Bring the stream up and on screen; return once the device plays it.
+
+        Raises PagecastError. May be cancelled at any await; the supervisor then calls stop().
+        """
+
+    def can_switch(self, request: StreamRequest) -> bool:
+        """Whether ``request`` can be served by navigating this session in place."""
+
+    async def switch(self, session_id: str, request: StreamRequest) -> None:
+        """Show ``request.url`` without restarting the encoder or the Cast media session."""
+
+    async def stop(self) -> None:
+        """Tear everything down; idempotent, safe after a failed or cancelled start."""
+
+    def figures(self) -> StreamFigures | None:
+        """Current encoder figures for the heartbeat, None when not encoding."""
+
+
+class SessionFactory(Protocol):
+    def __call__(
+        self, session_id: str, request: StreamRequest, listener: SessionListener
+    ) -> StreamSession: ...
