@@ -254,7 +254,8 @@ class Settings(BaseSettings):
 
     def public_dict(self) -> dict[str, Any]:
         """The config as JSON-able data with every secret masked (for logs, ``info``, CLI)."""
-        return _mask(self.model_dump(mode="python", by_alias=True))
+        masked: dict[str, Any] = _mask(self.model_dump(mode="python", by_alias=True))
+        return masked
 
 
 def _mask(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Machine-readable error codes: exceptions inside the agent, ``{"code", "message"}`` at its edges."""
+"""Machine-readable error codes: exceptions inside, ``{"code", "message"}`` at the edges."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def iso(value: datetime | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """The retained ``status`` snapshot; ``player_state`` and ``device`` are what the device says."""
+    """The retained ``status`` snapshot; ``player_state`` and ``device`` come from the device."""
 
     state: State = State.IDLE
     session_id: str | None = None
@@ -85,7 +85,12 @@ class Event:
     at: datetime = field(default_factory=utcnow)
 
     def to_payload(self) -> dict[str, Any]:
-        return {"event": self.name.value, "session_id": self.session_id, **self.data, "ts": iso(self.at)}
+        return {
+            "event": self.name.value,
+            "session_id": self.session_id,
+            **self.data,
+            "ts": iso(self.at),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,443 @@
+"""The single slot: one stream at a time, the latest command wins, nothing ever races.
+
+Commands only record what is *wanted* and return at once; one worker task reconciles what is
+*running* with what is wanted. A newer command cancels stream work in flight (a slow start or
+page switch), so "stop" pre-empts a pending start and a start replaces one that is starting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from loguru import logger
+
+from agent.broadcast import Broadcast
+from agent.errors import ErrorCode, ErrorInfo, PagecastError
+from agent.supervisor.session import SessionFactory, StreamRequest, StreamSession
+from agent.supervisor.state import Event, EventName, State, Status, StreamFigures, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class StartOutcome:
+    session_id: str
+    changed: bool
+
+
+@dataclass(slots=True)
+class _Wanted:
+    session_id: str
+    request: StreamRequest
+
+
+@dataclass(frozen=True, slots=True)
+class _StopReason:
+    """Why nothing is wanted any more; decides the event and the final state."""
+
+    event: EventName
+    reason: str
+    error: ErrorInfo | None = None
+
+
+@dataclass(slots=True)
+class _Running:
+    session_id: str
+    request: StreamRequest
+    session: StreamSession
+    streaming: bool = False
+    # Sessions displaced by this one before it came up; named in its started/replaced event.
+    displaced: list[str] = field(default_factory=list)
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        factory: SessionFactory,
+        *,
+        start_timeout_s: float = 120.0,
+        stop_timeout_s: float = 15.0,
+    ) -> None:
+        self._factory = factory
+        self._start_timeout_s = start_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._status = Status()
+        self.status_changes: Broadcast[Status] = Broadcast()
+        self.events: Broadcast[Event] = Broadcast()
+        self._wanted: _Wanted | None = None
+        self._stop_reason = _StopReason(EventName.STOPPED, "command")
+        self._running: _Running | None = None
+        self._work: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    # -- what observers see ------------------------------------------------------------------
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    def figures(self) -> StreamFigures | None:
+        running = self._running
+        if running is None or not running.streaming:
+            return None
+        return running.session.figures()
+
+    # -- commands: record the wish, never wait for stream work ---------------------------------
+
+    def start(self, request: StreamRequest) -> StartOutcome:
+        wanted = self._wanted
+        if wanted is not None and wanted.request.same_stream(request) and not request.force:
+            if wanted.request.duration_s != request.duration_s:
+                # Same page, new duration: extend or shorten without touching the stream.
+                wanted.request = request
+                running = self._running
+                if running is not None and running.session_id == wanted.session_id:
+                    running.request = request
+                    if running.streaming:
+                        self._schedule_expiry(wanted.session_id, request.duration_s)
+                return StartOutcome(wanted.session_id, changed=True)
+            return StartOutcome(wanted.session_id, changed=False)
+        self._wanted = _Wanted(new_session_id(), request)
+        self._kick()
+        return StartOutcome(self._wanted.session_id, changed=True)
+
+    def stop(self, request_id: str | None = None) -> bool:
+        changed = (
+            self._wanted is not None
+            or self._running is not None
+            or self._status.state is not State.IDLE
+        )
+        self._want_nothing(_StopReason(EventName.STOPPED, "command"), request_id=request_id)
+        return changed
+
+    async def shutdown(self) -> None:
+        """Stop the stream and return once nothing runs any more."""
+        self._want_nothing(_StopReason(EventName.STOPPED, "shutdown"))
+        await self._settled.wait()
+
+    def _want_nothing(self, reason: _StopReason, *, request_id: str | None = None) -> None:
+        self._wanted = None
+        self._stop_reason = reason
+        if request_id is not None and self._status.state is not State.IDLE:
+            self._set(request_id=request_id)
+        self._kick()
+
+    def _kick(self) -> None:
+        """Wake the worker and cancel stream work that no longer serves the latest wish."""
+        self._settled.clear()
+        work, running = self._work, self._running
+        wanted_id = self._wanted.session_id if self._wanted else None
+        if (
+            work is not None
+            and not work.done()
+            and (running is None or running.session_id != wanted_id)
+        ):
+            work.cancel()
+        self._wake.set()
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._reconcile()
+                if not self._wake.is_set():
+                    self._settled.set()
+        finally:
+            # Shutdown or a crash elsewhere in the agent: nothing may outlive us.
+            self._cancel_expiry()
+            if self._running is not None:
+                await asyncio.shield(self._teardown(self._running))
+                self._running = None
+            self._settled.set()
+
+    async def _reconcile(self) -> None:
+        while True:
+            wanted, running = self._wanted, self._running
+            if wanted is None:
+                if running is not None:
+                    await self._stop_running(running, self._stop_reason)
+                elif self._status.state is State.ERROR and self._stop_reason.error is None:
+                    self._set_idle()
+                return
+            if running is not None and running.session_id == wanted.session_id:
+                return
+            if (
+                running is not None
+                and running.streaming
+                and running.session.can_switch(wanted.request)
+            ):
+                await self._switch(running, wanted)
+                continue
+            displaced: list[str] = []
+            if running is not None:
+                displaced = [*running.displaced, running.session_id]
+                await self._stop_running(
+                    running, _StopReason(EventName.REPLACED, "replaced"), quiet=True
+                )
+                if self._wanted is not wanted:
+                    continue
+            await self._start(wanted, displaced)
+
+    async def _start(self, wanted: _Wanted, displaced: list[str]) -> None:
+        request = wanted.request
+        log = _bind(wanted.session_id, request)
+        listener = _Listener(self)
+        session = self._factory(wanted.session_id, request, listener)
+        running = _Running(wanted.session_id, request, session, displaced=displaced)
+        listener.running = running
+        self._running = running
+        self._cancel_expiry()
+        self._status = Status()
+        self._set(
+            state=State.STARTING,
+            session_id=wanted.session_id,
+            url=request.url,
+            quality=request.quality,
+            device=request.device,
+            request_id=request.request_id,
+        )
+        log.info("starting stream")
+        try:
+            await self._in_flight(asyncio.wait_for(session.start(), self._start_timeout_s))
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            log.info("start superseded by a newer command")
+            await self._teardown(running)
+            self._running = None
+            return
+        except Exception as exc:
+            await self._teardown(running)
+            self._running = None
+            self._fail(wanted, _as_error(exc, "start"))
+            return
+        running.streaming = True
+        now = utcnow()
+        self._set(
+            state=State.STREAMING,
+            started_at=now,
+            ends_at=_ends_at(now, request.duration_s),
+            error=None,
+        )
+        self._schedule_expiry(wanted.session_id, request.duration_s)
+        log.info("streaming")
+        if displaced:
+            self._emit(
+                EventName.REPLACED,
+                wanted.session_id,
+                previous_session_id=displaced[-1],
+                url=request.url,
+                in_place=False,
+            )
+        else:
+            self._emit(
+                EventName.STARTED, wanted.session_id, url=request.url, quality=request.quality
+            )
+
+    async def _switch(self, running: _Running, wanted: _Wanted) -> None:
+        request = wanted.request
+        log = _bind(wanted.session_id, request)
+        previous = running.session_id
+        # From here the running session serves the new wish; a newer command cancels this.
+        running.session_id, running.request = wanted.session_id, request
+        self._cancel_expiry()
+        self._set(
+            session_id=wanted.session_id,
+            url=request.url,
+            request_id=request.request_id,
+            title=None,
+        )
+        log.info("switching page in place")
+        try:
+            await self._in_flight(running.session.switch(wanted.session_id, request))
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            log.info("switch superseded by a newer command")
+            return
+        except Exception as exc:
+            await self._teardown(running)
+            self._running = None
+            self._fail(wanted, _as_error(exc, "switch"))
+            return
+        now = utcnow()
+        self._set(started_at=now, ends_at=_ends_at(now, request.duration_s))
+        self._schedule_expiry(wanted.session_id, request.duration_s)
+        self._emit(
+            EventName.REPLACED,
+            wanted.session_id,
+            previous_session_id=previous,
+            url=request.url,
+            in_place=True,
+        )
+
+    async def _in_flight(self, work: Any) -> None:
+        """Run stream work as a task that a newer command may cancel (see _kick)."""
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._work = task
+        try:
+            await task
+        finally:
+            self._work = None
+
+    async def _stop_running(
+        self, running: _Running, reason: _StopReason, *, quiet: bool = False
+    ) -> None:
+        log = _bind(running.session_id, running.request)
+        self._cancel_expiry()
+        was_streaming = running.streaming
+        self._set(state=State.STOPPING)
+        log.info("stopping stream ({})", reason.reason)
+        await self._teardown(running)
+        self._running = None
+        if quiet:
+            return
+        if reason.error is not None:
+            self._set(state=State.ERROR, error=reason.error, player_state=None)
+            self._emit(
+                EventName.FAILED,
+                running.session_id,
+                error=reason.error.to_dict(),
+                reason=reason.reason,
+            )
+            self._stop_reason = _StopReason(EventName.STOPPED, "command")
+            return
+        self._set_idle()
+        if was_streaming or reason.event is not EventName.FINISHED:
+            self._emit(reason.event, running.session_id, reason=reason.reason)
+
+    async def _teardown(self, running: _Running) -> None:
+        try:
+            await asyncio.wait_for(running.session.stop(), self._stop_timeout_s)
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+        except Exception:
+            _bind(running.session_id, running.request).exception("session did not stop cleanly")
+
+    def _fail(self, wanted: _Wanted, error: ErrorInfo) -> None:
+        _bind(wanted.session_id, wanted.request).warning("stream failed: {}", error.message)
+        self._cancel_expiry()
+        if self._wanted is wanted:
+            # The failed wish is spent: a broker redelivery or restart must not retry it.
+            self._wanted = None
+            self._stop_reason = _StopReason(EventName.STOPPED, "command")
+        self._set(state=State.ERROR, error=error, player_state=None)
+        self._emit(
+            EventName.FAILED, wanted.session_id, url=wanted.request.url, error=error.to_dict()
+        )
+
+    def _set_idle(self) -> None:
+        request_id = self._status.request_id
+        self._status = Status()
+        self._set(request_id=request_id)
+
+    # -- durations -----------------------------------------------------------------------------
+
+    def _schedule_expiry(self, session_id: str, duration_s: float | None) -> None:
+        self._cancel_expiry()
+        if duration_s is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(duration_s, self._expire, session_id)
+            ends = _ends_at(utcnow(), duration_s)
+            if self._status.session_id == session_id and self._status.state is State.STREAMING:
+                self._set(ends_at=ends)
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def _expire(self, session_id: str) -> None:
+        self._expiry = None
+        if self._wanted is not None and self._wanted.session_id == session_id:
+            self._want_nothing(_StopReason(EventName.FINISHED, "duration"))
+
+    # -- reports from the running session ------------------------------------------------------
+
+    def _session_ended(self, session_id: str, error: PagecastError | None, reason: str) -> None:
+        if self._wanted is None or self._wanted.session_id != session_id:
+            return  # a newer command already decides what happens next
+        info = error.info if error is not None else None
+        self._want_nothing(_StopReason(EventName.STOPPED, reason, info))
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def _set(self, **changes: Any) -> None:
+        self._status = self._status.evolve(**changes)
+        self.status_changes.publish(self._status)
+
+    def _emit(self, name: EventName, session_id: str | None, **data: Any) -> None:
+        self.events.publish(Event(name, session_id, data))
+
+
+class _Listener:
+    """A session's line back to the supervisor; reports from a session no longer running are
+    dropped, so a slow teardown can never overwrite the status of its successor."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        self.running: _Running | None = None
+
+    def _live(self) -> _Running | None:
+        running = self.running
+        return running if running is not None and running is self._supervisor._running else None
+
+    def set_stream_url(self, stream_url: str) -> None:
+        if self._live():
+            self._supervisor._set(stream_url=stream_url)
+
+    def set_title(self, title: str | None) -> None:
+        if self._live():
+            self._supervisor._set(title=title)
+
+    def set_player(self, *, player_state: str | None, device: str | None) -> None:
+        if self._live():
+            status = self._supervisor.status
+            device = device or status.device
+            if (status.player_state, status.device) != (player_state, device):
+                self._supervisor._set(player_state=player_state, device=device)
+
+    def event(self, name: EventName, **data: Any) -> None:
+        running = self._live()
+        if running is not None:
+            self._supervisor._emit(name, running.session_id, **data)
+
+    def ended(self, error: PagecastError | None, reason: str) -> None:
+        running = self._live()
+        if running is not None:
+            self._supervisor._session_ended(running.session_id, error, reason)
+
+
+def _bind(session_id: str, request: StreamRequest) -> Any:
+    return logger.bind(session_id=session_id, url=request.url, quality=request.quality)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _as_error(exc: BaseException, what: str) -> ErrorInfo:
+    if isinstance(exc, PagecastError):
+        return exc.info
+    if isinstance(exc, TimeoutError):
+        return ErrorInfo(ErrorCode.INTERNAL, f"{what} did not finish in time")
+    logger.opt(exception=exc).error("unexpected error during {}", what)
+    return ErrorInfo(ErrorCode.INTERNAL, f"{what} failed: {exc.__class__.__name__}: {exc}")
+
+
+def _ends_at(start: Any, duration_s: float | None) -> Any:
+    return start + timedelta(seconds=duration_s) if duration_s is not None else None
