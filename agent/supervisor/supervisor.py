@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -72,6 +73,8 @@ class Supervisor:
         self.events: Broadcast[Event] = Broadcast()
         self._wanted: _Wanted | None = None
         self._stop_reason = _StopReason(EventName.STOPPED, "command")
+        # An error state stays visible until the next command, not until the next reconcile.
+        self._clear_error = False
         self._running: _Running | None = None
         self._work: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -107,6 +110,7 @@ class Supervisor:
                 return StartOutcome(wanted.session_id, changed=True)
             return StartOutcome(wanted.session_id, changed=False)
         self._wanted = _Wanted(new_session_id(), request)
+        self._clear_error = True
         self._kick()
         return StartOutcome(self._wanted.session_id, changed=True)
 
@@ -116,6 +120,7 @@ class Supervisor:
             or self._running is not None
             or self._status.state is not State.IDLE
         )
+        self._clear_error = True
         self._want_nothing(_StopReason(EventName.STOPPED, "command"), request_id=request_id)
         return changed
 
@@ -168,7 +173,9 @@ class Supervisor:
             if wanted is None:
                 if running is not None:
                     await self._stop_running(running, self._stop_reason)
-                elif self._status.state is State.ERROR and self._stop_reason.error is None:
+                elif self._status.state is not State.IDLE and (
+                    self._status.state is not State.ERROR or self._clear_error
+                ):
                     self._set_idle()
                 return
             if running is not None and running.session_id == wanted.session_id:
@@ -210,13 +217,12 @@ class Supervisor:
         )
         log.info("starting stream")
         try:
-            await self._in_flight(asyncio.wait_for(session.start(), self._start_timeout_s))
+            await self._in_flight(lambda: asyncio.wait_for(session.start(), self._start_timeout_s))
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise
+            # Superseded: the next round of _reconcile stops or replaces this session.
             log.info("start superseded by a newer command")
-            await self._teardown(running)
-            self._running = None
             return
         except Exception as exc:
             await self._teardown(running)
@@ -261,7 +267,7 @@ class Supervisor:
         )
         log.info("switching page in place")
         try:
-            await self._in_flight(running.session.switch(wanted.session_id, request))
+            await self._in_flight(lambda: running.session.switch(wanted.session_id, request))
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise
@@ -283,9 +289,15 @@ class Supervisor:
             in_place=True,
         )
 
-    async def _in_flight(self, work: Any) -> None:
+    async def _in_flight(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run stream work as a task that a newer command may cancel (see _kick)."""
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
+
+        async def run() -> None:
+            # The coroutine is made inside the task: cancelled before its first step, the
+            # session's work then never begins instead of being left un-awaited.
+            await work()
+
+        task = asyncio.create_task(run())
         self._work = task
         try:
             await task
@@ -305,6 +317,7 @@ class Supervisor:
         if quiet:
             return
         if reason.error is not None:
+            self._clear_error = False
             self._set(state=State.ERROR, error=reason.error, player_state=None)
             self._emit(
                 EventName.FAILED,
@@ -334,6 +347,7 @@ class Supervisor:
             # The failed wish is spent: a broker redelivery or restart must not retry it.
             self._wanted = None
             self._stop_reason = _StopReason(EventName.STOPPED, "command")
+        self._clear_error = False
         self._set(state=State.ERROR, error=error, player_state=None)
         self._emit(
             EventName.FAILED, wanted.session_id, url=wanted.request.url, error=error.to_dict()
