@@ -115,6 +115,7 @@ class BrowserSettings(_Section):
     executable: Path = Path("/usr/bin/chromium")
     keep_warm: bool = True
     extra_args: list[str] = []
+    sandbox: bool | None = Field(None, description="Chromium's sandbox; default: on unless root")
 
 
 class Cookie(_Section):
