@@ -1,0 +1,243 @@
+"""The Docker image and compose file, checked without a Docker engine.
+
+Building needs an engine this machine does not have, so these tests check what can be checked
+by reading and by running the pieces that matter outside Docker: the package list the image
+installs (compared with the setup script's), the health check against a real HTTP server, the
+build context, and the compose file's settings against the agent's own config model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+from aiohttp import web
+
+from agent.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_LIST = ROOT / "system-packages.txt"
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs: continuation lines joined, comment lines dropped."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for line in dockerfile.splitlines():
+        if line.strip().startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical = (pending + line).strip()
+        pending = ""
+        if logical:
+            keyword, _, args = logical.partition(" ")
+            result.append((keyword.upper(), args.strip()))
+    return result
+
+
+DOCKERFILE = instructions((ROOT / "Dockerfile").read_text(encoding="utf-8"))
+
+
+def arguments(keyword: str) -> list[str]:
+    return [args for kw, args in DOCKERFILE if kw == keyword]
+
+
+def listed_packages() -> list[str]:
+    lines = PACKAGE_LIST.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def fake_apt_get(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose ``apt-get`` only records its arguments, one per line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "apt-get.args"
+    script = bin_dir / "apt-get"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {record}\n', encoding="utf-8")
+    script.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return env, record
+
+
+def installed(record: Path) -> list[str]:
+    args = record.read_text(encoding="utf-8").split()
+    assert args[0] == "install"
+    return [arg for arg in args[1:] if not arg.startswith("-")]
+
+
+def test_package_list_is_not_empty() -> None:
+    assert {"chromium", "ffmpeg", "xvfb", "fonts-noto-color-emoji"} <= set(listed_packages())
+
+
+def test_dockerfile_installs_exactly_the_package_list(tmp_path: Path) -> None:
+    copies = [args.split() for args in arguments("COPY") if "system-packages.txt" in args]
+    assert len(copies) == 1, "the Dockerfile must COPY system-packages.txt once"
+    in_image = copies[0][-1]
+    installs = [args for args in arguments("RUN") if "apt-get install" in args]
+    assert len(installs) == 1, "every system package must come from the one list"
+    # Run the step that turns the file into apt-get arguments, on the repo's file, with an
+    # apt-get that only records (the other steps of that RUN change the machine).
+    (step,) = [part for part in installs[0].split("&&") if "apt-get install" in part]
+    assert in_image in step
+    env, record = fake_apt_get(tmp_path)
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", step.replace(in_image, str(PACKAGE_LIST))],
+        env=env,
+        check=True,
+    )
+    assert installed(record) == listed_packages()
+
+
+def test_setup_script_installs_the_same_list() -> None:
+    setup = (ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8")
+    (definition,) = [line for line in setup.splitlines() if line.startswith("packages()")]
+    produced = subprocess.run(
+        ["bash", "-c", f'ROOT="{ROOT}"; {definition}\npackages'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert produced == listed_packages()
+    # apt-get there only installs what that list (plus setup-only extras) put in variables.
+    for line in setup.splitlines():
+        if "apt-get install" in line:
+            names = [w for w in line.split("install", 1)[1].split() if not w.startswith("-")]
+            assert names, line
+            assert all(name.startswith('"$') for name in names), line
+
+
+def test_image_runs_unprivileged_and_keeps_the_sandbox() -> None:
+    users = arguments("USER")
+    assert users, "the image must not run as root"
+    assert users[-1] not in {"root", "0", "0:0"}
+    user_at = max(i for i, (kw, _) in enumerate(DOCKERFILE) if kw == "USER")
+    entry_at = max(i for i, (kw, _) in enumerate(DOCKERFILE) if kw == "ENTRYPOINT")
+    assert user_at < entry_at
+    commands = " ".join(args for _, args in DOCKERFILE)
+    assert "--no-sandbox" not in commands
+    agent = compose()["services"]["pagecast"]
+    assert "--no-sandbox" not in json.dumps(agent)
+    assert not agent.get("privileged")
+    assert arguments("FROM") == ["python:3.11-slim-bookworm"]
+
+
+def test_image_never_downloads_playwright_browsers() -> None:
+    assert not any("playwright install" in args for args in arguments("RUN"))
+
+
+def test_config_is_a_mounted_file_or_the_environment() -> None:
+    # The agent reads config.yaml from its working directory only when it exists.
+    assert arguments("WORKDIR")[-1] == "/config"
+    assert not any("PAGECAST_CONFIG" in args for args in arguments("ENV"))
+
+
+def dockerignore_includes(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins, ``!`` re-includes; parents count."""
+    included = True
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        glob = pattern.lstrip("!").rstrip("/")
+        if glob.startswith("**/"):
+            hit = any(fnmatch.fnmatch(c.split("/")[-1], glob[3:]) for c in candidates)
+        else:
+            hit = any(fnmatch.fnmatch(c, glob) for c in candidates)
+        if hit:
+            included = negate
+    return included
+
+
+def test_build_context_holds_every_copied_file() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    sources = [src for args in arguments("COPY") for src in args.split()[:-1]]
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY {source}: no such file in the repo"
+        assert dockerignore_includes(source, patterns), f"COPY {source}: excluded by .dockerignore"
+    for secret_or_bulk in (".venv", ".git", "tests", "config.yaml"):
+        assert not dockerignore_includes(secret_or_bulk, patterns), secret_or_bulk
+    assert not dockerignore_includes("agent/__pycache__/x.pyc", patterns)
+
+
+@pytest.fixture
+async def healthz_server(unused_tcp_port: int) -> AsyncIterator[tuple[int, dict[str, int]]]:
+    answer = {"status": 200}
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"ok": answer["status"] == 200}, status=answer["status"])
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    try:
+        yield unused_tcp_port, answer
+    finally:
+        await runner.cleanup()
+
+
+async def run_healthcheck(port: int) -> int:
+    (healthcheck,) = arguments("HEALTHCHECK")
+    command = json.loads(healthcheck.split("CMD", 1)[1])
+    assert command[0] == "python"
+    env = {**os.environ, "PAGECAST_STREAM__HTTP_PORT": str(port)}
+    # A subprocess, awaited: the server under test answers from this event loop meanwhile.
+    proc = await asyncio.create_subprocess_exec(sys.executable, *command[1:], env=env)
+    return await proc.wait()
+
+
+async def test_healthcheck_follows_healthz(healthz_server: tuple[int, dict[str, int]]) -> None:
+    port, answer = healthz_server
+    assert await run_healthcheck(port) == 0
+    answer["status"] = 503
+    assert await run_healthcheck(port) != 0
+
+
+async def test_healthcheck_fails_when_nothing_listens(unused_tcp_port: int) -> None:
+    assert await run_healthcheck(unused_tcp_port) != 0
+
+
+def compose() -> dict[str, dict[str, dict[str, object]]]:
+    loaded = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_compose_runs_the_agent_beside_a_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose()["services"]
+    assert {"mosquitto", "pagecast"} <= set(services)
+    agent = services["pagecast"]
+    assert agent["network_mode"] == "host"
+    assert agent["build"] == "."
+    assert "SYS_ADMIN" in agent["cap_add"]  # type: ignore[operator]
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    host_comment = text[: text.index("network_mode: host")].rsplit("build:", 1)[1]
+    assert re.search(r"mDNS", host_comment), "say why host networking"
+    # The example's variables must be ones the agent accepts.
+    environment = agent["environment"]
+    assert isinstance(environment, dict)
+    for key in list(os.environ):
+        if key.startswith("PAGECAST_"):
+            monkeypatch.delenv(key)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, str(value))
+    settings = Settings()
+    assert settings.node_id == environment["PAGECAST_NODE_ID"]
+    assert settings.mqtt.host == environment["PAGECAST_MQTT__HOST"]
