@@ -154,6 +154,9 @@ class CastSettings(_Section):
     discovery_timeout: float = Field(5.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)
     play_timeout: float = Field(20.0, gt=0, description="LOAD until PLAYING")
+    recover_timeout: float = Field(
+        300.0, gt=0, description="how long a lost device may stay away before the stream ends"
+    )
     on_takeover: Literal["respect", "reclaim"] = "respect"
     stop_action: Literal["quit", "stop_media"] = "quit"
 
