@@ -1,0 +1,65 @@
+"""The wire format of commands and responses (pydantic: these are the agent's edges)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.errors import ErrorCode, ErrorInfo
+
+MAX_ID_LENGTH = 128
+
+
+class _Command(BaseModel):
+    # strict: "10" is not a duration and 1 is not a bool; forbid: a typo like ``qualty`` must
+    # fail loudly instead of silently starting the default quality.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
+
+
+class StartCommand(_Command):
+    url: str
+    quality: str | None = None
+    duration: float | None = None
+    device: str | None = Field(None, min_length=1, max_length=256)
+    auth: str | None = None
+    force: bool = False
+
+
+class StopCommand(_Command):
+    pass
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+
+    @classmethod
+    def of(cls, info: ErrorInfo) -> ErrorBody:
+        return cls(code=info.code, message=info.message)
+
+
+class Response(BaseModel):
+    """The answer to every command, on ``~/response/<cmd>`` and from the webhook."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    command: str
+    id: str | None = None
+    session_id: str | None = None
+    changed: bool | None = None
+    error: ErrorBody | None = None
+    status: dict[str, Any] | None = Field(None, description="the status snapshot (status command)")
+
+    @classmethod
+    def failure(cls, command: str, request_id: str | None, info: ErrorInfo) -> Response:
+        return cls(ok=False, command=command, id=request_id, error=ErrorBody.of(info))
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON-able dict; optional fields are left out, ``id`` is always there (maybe null)."""
+        payload = self.model_dump(mode="json", exclude_none=True)
+        payload.setdefault("id", None)
+        return payload

@@ -1,0 +1,52 @@
+"""The periodic liveness report on ``~/heartbeat`` and the static ``~/info`` document."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from agent import __version__
+from agent.commands import COMMANDS
+from agent.config import Settings
+from agent.supervisor.state import State, iso, utcnow
+from agent.supervisor.supervisor import Supervisor
+
+CORE_CAPABILITIES = ("duration", "auth-profiles", "fleet", "mqtt5-response-topic", "id-replay")
+
+
+class Heartbeat:
+    """Builds heartbeats; ``seq`` counts up for the life of the process, across reconnects."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        self._started = time.monotonic()
+        self._seq = 0
+
+    def payload(self, *, mqtt_reconnects: int) -> dict[str, Any]:
+        self._seq += 1
+        state = self._supervisor.status.state
+        figures = self._supervisor.figures() if state is State.STREAMING else None
+        return {
+            "ts": iso(utcnow()),
+            "seq": self._seq,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "state": state.value,
+            "stream": figures.to_payload() if figures else None,
+            "mqtt_reconnects": mqtt_reconnects,
+            "version": __version__,
+        }
+
+
+def info_payload(settings: Settings, extra_capabilities: Iterable[str] = ()) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "node_id": settings.node_id,
+        "commands": list(COMMANDS),
+        "qualities": {
+            name: preset.model_dump(mode="json") for name, preset in settings.qualities.items()
+        },
+        "default_quality": settings.stream.default_quality,
+        "capabilities": [*CORE_CAPABILITIES, *extra_capabilities],
+        "config": settings.public_dict(),
+    }

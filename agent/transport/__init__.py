@@ -1,0 +1,1 @@
+"""Transports: how commands reach the agent and how it reports back (MQTT; HTTP elsewhere)."""
