@@ -1,0 +1,1 @@
+"""Capabilities that ride on the MQTT connection and observe the supervisor from outside."""

@@ -1,0 +1,250 @@
+"""Home Assistant discovery: the document, rendered the way HA renders it.
+
+HA evaluates the templates in the discovery document with Jinja: value templates turn a
+message into an entity state, command templates turn a user action into a payload. These
+tests render them with Jinja too, and feed the commands to the agent's real command parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from agent.commands.parse import decode, parse_start, parse_stop
+from agent.config import Settings
+from agent.extensions.homeassistant import (
+    MAX_STATE,
+    HomeAssistantDiscovery,
+    discovery_document,
+    discovery_topic,
+)
+from agent.supervisor.state import State
+from agent.transport.base import PayloadLike, encode
+from agent.transport.topics import Topics
+
+_JINJA = ImmutableSandboxedEnvironment()
+# HA's own tojson is json.dumps; Jinja's escapes HTML characters, which no command needs.
+_JINJA.filters["tojson"] = json.dumps
+
+
+def render(template: str, **variables: Any) -> str:
+    return _JINJA.from_string(template).render(**variables)
+
+
+def ha_state(component: Mapping[str, Any], payload: bytes) -> str | None:
+    """The state HA derives from a message on the component's state topic (None: unknown)."""
+    value = render(
+        component["value_template"], value=payload.decode(), value_json=json.loads(payload)
+    )
+    return None if value == "None" else value
+
+
+def ha_command(component: Mapping[str, Any], value: str, attributes: Mapping[str, Any]) -> bytes:
+    """The payload HA publishes when a user sets ``value`` on a text/select entity."""
+    this = SimpleNamespace(state=value, attributes=dict(attributes))
+    return render(component["command_template"], value=value, this=this).encode()
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings(node_id="living-room", **overrides)
+
+
+STREAMING = {
+    "state": "streaming",
+    "session_id": "s1",
+    "url": "http://dash.local/lovelace/0",
+    "quality": "hub",
+    "device": "Kitchen Hub",
+    "player_state": "PLAYING",
+    "stream_url": "http://192.168.1.5:8099/s1/master.m3u8",
+    "started_at": "2026-11-25T15:00:00.000Z",
+    "ends_at": "2026-11-25T15:10:00.000Z",
+    "error": None,
+    "request_id": None,
+    "ts": "2026-11-25T15:00:01.000Z",
+}
+IDLE_AFTER_FAILURE = {
+    **{key: None for key in STREAMING},
+    "state": "error",
+    "error": {"code": "PAGE_LOAD_FAILED", "message": "net::ERR_NAME_NOT_RESOLVED"},
+    "ts": "2026-11-25T15:00:01.000Z",
+}
+
+
+def test_one_device_message_per_node() -> None:
+    assert discovery_topic(settings()) == "homeassistant/device/living-room/config"
+    custom = settings(homeassistant={"prefix": "ha"})
+    assert discovery_topic(custom) == "ha/device/living-room/config"
+
+
+def test_document_describes_the_device_and_origin() -> None:
+    doc = discovery_document(settings(), "http://192.168.1.5:8099/")
+    assert doc["device"]["identifiers"] == ["pagecast_living-room"]
+    assert doc["device"]["configuration_url"] == "http://192.168.1.5:8099/"
+    assert doc["device"]["sw_version"]
+    assert doc["origin"]["name"] == "pagecast"
+    assert doc["availability"] == [{"topic": "pagecast/living-room/availability"}]
+    assert "configuration_url" not in discovery_document(settings())["device"]
+
+
+def test_unique_ids_are_stable_and_per_node() -> None:
+    first = discovery_document(settings())["components"]
+    again = discovery_document(settings(mqtt={"base_topic": "screens"}))["components"]
+    other = discovery_document(Settings(node_id="hall"))["components"]
+    ids = [c["unique_id"] for c in first.values()]
+    assert len(set(ids)) == len(ids)
+    assert ids == [c["unique_id"] for c in again.values()]
+    assert not set(ids) & {c["unique_id"] for c in other.values()}
+
+
+def test_every_command_goes_to_the_agents_command_topics() -> None:
+    components = discovery_document(settings())["components"]
+    commands = [c["command_topic"] for c in components.values() if "command_topic" in c]
+    assert len(commands) == 3
+    assert all(topic.startswith("pagecast/living-room/cmd/") for topic in commands)
+    platforms = {key: c["platform"] for key, c in components.items()}
+    assert platforms == {
+        "state": "sensor",
+        "player_state": "sensor",
+        "url": "sensor",
+        "last_error": "sensor",
+        "remaining": "sensor",
+        "uptime": "sensor",
+        "page": "text",
+        "quality": "select",
+        "stop": "button",
+        "screen": "camera",
+    }
+
+
+def test_sensors_render_the_status() -> None:
+    components = discovery_document(settings())["components"]
+    streaming = json.dumps(STREAMING).encode()
+    failed = json.dumps(IDLE_AFTER_FAILURE).encode()
+    assert ha_state(components["state"], streaming) == "streaming"
+    assert set(components["state"]["options"]) == {s.value for s in State}
+    assert ha_state(components["player_state"], streaming) == "PLAYING"
+    assert ha_state(components["player_state"], failed) is None
+    assert ha_state(components["url"], streaming) == STREAMING["url"]
+    assert ha_state(components["url"], failed) is None
+    assert ha_state(components["last_error"], streaming) is None
+    assert ha_state(components["last_error"], failed) == (
+        "PAGE_LOAD_FAILED: net::ERR_NAME_NOT_RESOLVED"
+    )
+    assert ha_state(components["remaining"], streaming) == STREAMING["ends_at"]
+    assert ha_state(components["remaining"], failed) is None
+    assert ha_state(components["quality"], streaming) == "hub"
+    assert ha_state(components["page"], failed) == ""
+    diagnostic = {k for k, c in components.items() if c.get("entity_category") == "diagnostic"}
+    assert diagnostic == {"url", "last_error", "uptime"}
+
+
+def test_long_urls_fit_a_state() -> None:
+    components = discovery_document(settings())["components"]
+    long_url = "http://dash.local/" + "x" * 400
+    status = json.dumps({**STREAMING, "url": long_url}).encode()
+    state = ha_state(components["url"], status)
+    assert state == long_url[:MAX_STATE]
+
+
+def test_uptime_comes_from_the_heartbeat_and_expires() -> None:
+    uptime = discovery_document(settings(mqtt={"heartbeat_interval": 20}))["components"]["uptime"]
+    assert uptime["state_topic"] == "pagecast/living-room/heartbeat"
+    assert uptime["expire_after"] == 60
+    beat = json.dumps({"seq": 3, "uptime_s": 3601.6, "state": "idle"}).encode()
+    assert ha_state(uptime, beat) == "3602"
+
+
+def test_setting_the_page_sends_a_start_the_agent_accepts() -> None:
+    config = settings()
+    page = discovery_document(config)["components"]["page"]
+    command = ha_command(page, "http://grafana.local/d/abc", STREAMING)
+    request = parse_start(decode(command), config)
+    assert request.url == "http://grafana.local/d/abc"
+    assert request.quality == "hub"  # keeps the quality of what is showing
+    idle = ha_command(page, "http://grafana.local/d/abc", {})
+    assert parse_start(decode(idle), config).quality == config.stream.default_quality
+
+
+def test_choosing_a_quality_restarts_the_page_at_it() -> None:
+    config = settings()
+    quality = discovery_document(config)["components"]["quality"]
+    assert quality["options"] == list(config.qualities)
+    command = ha_command(quality, "720p", STREAMING)
+    request = parse_start(decode(command), config)
+    assert (request.url, request.quality) == (STREAMING["url"], "720p")
+
+
+def test_the_button_sends_a_stop() -> None:
+    stop = discovery_document(settings())["components"]["stop"]
+    parse_stop(decode(stop["payload_press"].encode()))
+    assert stop["command_topic"] == "pagecast/living-room/cmd/stop"
+
+
+def test_the_camera_shows_snapshots() -> None:
+    camera = discovery_document(settings())["components"]["screen"]
+    assert camera["topic"] == "pagecast/living-room/snapshot"
+
+
+class RecordingPublisher:
+    """The transport side an extension sees; records instead of talking to a broker."""
+
+    def __init__(self, config: Settings) -> None:
+        self.topics = Topics.of(config)
+        self.connected = True
+        self.published: list[tuple[str, bytes, bool]] = []
+        self.republished = asyncio.Event()
+
+    async def publish(
+        self, topic: str, payload: PayloadLike, *, retain: bool = False, qos: int = 1
+    ) -> bool:
+        self.published.append((topic, encode(payload), retain))
+        return True
+
+    async def republish(self) -> None:
+        self.republished.set()
+
+
+async def test_enabled_extension_announces_the_device() -> None:
+    config = settings()
+    extension = HomeAssistantDiscovery(config)
+    publisher = RecordingPublisher(config)
+    assert extension.subscriptions() == ["homeassistant/status"]
+    await extension.on_connect(publisher)
+    ((topic, payload, retain),) = publisher.published
+    assert (topic, retain) == (discovery_topic(config), True)
+    assert json.loads(payload) == discovery_document(config)
+
+
+async def test_disabled_extension_removes_the_device() -> None:
+    config = settings(homeassistant={"enabled": False})
+    extension = HomeAssistantDiscovery(config)
+    publisher = RecordingPublisher(config)
+    assert extension.subscriptions() == []
+    await extension.on_connect(publisher)
+    assert publisher.published == [(discovery_topic(config), b"", True)]
+
+
+@pytest.mark.parametrize(("payload", "answers"), [(b"online", True), (b"offline", False)])
+async def test_home_assistant_birth_triggers_one_republish(payload: bytes, answers: bool) -> None:
+    config = settings()
+    extension = HomeAssistantDiscovery(config, delay_s=(0.05, 0.1))
+    publisher = RecordingPublisher(config)
+    runner = asyncio.create_task(extension.run(publisher))
+    try:
+        await extension.on_message("homeassistant/status", payload, publisher)
+        try:
+            await asyncio.wait_for(publisher.republished.wait(), 1.0)
+            republished = True
+        except TimeoutError:
+            republished = False
+        assert republished is answers
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
