@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "PAGECAST_CONFIG"
@@ -183,6 +191,14 @@ class ApiSettings(_Section):
     enabled: bool = False
     token: SecretStr | None = None
     allow_unauthenticated: bool = False
+
+    @model_validator(mode="after")
+    def _token_when_enabled(self) -> ApiSettings:
+        # An open control endpoint must be a decision, not an oversight.
+        token = self.token.get_secret_value() if self.token else ""
+        if self.enabled and not token and not self.allow_unauthenticated:
+            raise ValueError("api.token is required when enabled (or set allow_unauthenticated)")
+        return self
 
 
 class SnapshotSettings(_Section):
