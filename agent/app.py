@@ -1,0 +1,70 @@
+"""Wiring and lifecycle: everything the agent runs lives in one TaskGroup and ends together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
+
+from loguru import logger
+
+from agent import __version__
+from agent.commands import Dispatcher
+from agent.config import Settings
+from agent.supervisor.session import SessionFactory
+from agent.supervisor.supervisor import Supervisor
+from agent.transport.mqtt import MqttTransport
+
+# SIGTERM → exit within 5 s: most of it for the stream to stop, the rest to say goodbye.
+STREAM_STOP_BUDGET_S = 3.5
+GOODBYE_BUDGET_S = 1.0
+
+
+@contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def run_agent(
+    settings: Settings,
+    *,
+    session_factory: SessionFactory,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT (or until ``stop`` is set, when given), then shut down cleanly.
+
+    ``session_factory`` makes the stream sessions (tests drive a double through it).
+    """
+    stop_requested = stop or asyncio.Event()
+    async with AsyncExitStack() as stack:
+        if stop is None:
+            stack.enter_context(_stop_on_signals(stop_requested))
+        supervisor = Supervisor(session_factory)
+        dispatcher = Dispatcher(supervisor, settings)
+        transport = MqttTransport(settings, supervisor, dispatcher)
+        logger.info("pagecast {} starting as {}", __version__, settings.topic_root)
+        async with asyncio.TaskGroup() as tg:
+            supervising = tg.create_task(supervisor.run(), name="supervisor")
+            serving = tg.create_task(transport.run(), name="mqtt")
+            await stop_requested.wait()
+            logger.info("shutting down")
+            try:
+                await asyncio.wait_for(supervisor.shutdown(), STREAM_STOP_BUDGET_S)
+            except TimeoutError:
+                logger.warning("the stream did not stop within {} s", STREAM_STOP_BUDGET_S)
+            try:
+                await asyncio.wait_for(transport.close(), GOODBYE_BUDGET_S)
+            except TimeoutError:
+                logger.warning("could not say goodbye on MQTT in time")
+                serving.cancel()
+            supervising.cancel()
+    logger.info("stopped")

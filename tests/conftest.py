@@ -1,0 +1,113 @@
+"""Shared fixtures: a real mosquitto per test, agent settings for it, and a running agent.
+
+``mosquitto``: a broker on a free port (``.kill()``, ``.start()`` again on the same port).
+``agent_settings(**overrides)``: Settings pointing at that broker with a unique node id.
+``start_agent(settings, session_factory=None)``: the real agent in-process (session double by
+default), yielded once it announced ``online``; stopped cleanly at the end of the block.
+``agent``: one such agent with default settings (``agent.root`` is its ``~``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_double import DoubleFactory, RunningAgent
+from mqtt_helpers import Mosquitto, probe
+
+from agent.app import run_agent
+from agent.config import Settings
+from agent.supervisor.session import SessionFactory
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    directory = tmp_path / "mosquitto"
+    directory.mkdir()
+    broker = Mosquitto(directory)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture
+def agent_settings(mosquitto: Mosquitto) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        base = {
+            "node_id": f"t-{uuid.uuid4().hex[:8]}",
+            "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "heartbeat_interval": 30},
+            "cast": {"device": "none"},
+            "homeassistant": {"enabled": False},
+        }
+        return Settings(**_merge(base, overrides))
+
+    return make
+
+
+StartAgent = Callable[..., contextlib.AbstractAsyncContextManager[RunningAgent]]
+
+
+@pytest.fixture
+def start_agent() -> StartAgent:
+    @contextlib.asynccontextmanager
+    async def start(
+        settings: Settings, session_factory: SessionFactory | None = None
+    ) -> AsyncIterator[RunningAgent]:
+        factory = session_factory or DoubleFactory()
+        stop = asyncio.Event()
+        async with probe(settings.mqtt.port, f"{settings.topic_root}/availability") as watch:
+            task = asyncio.create_task(run_agent(settings, session_factory=factory, stop=stop))
+            running = RunningAgent(settings, factory, task, stop)
+            try:
+                waiter = asyncio.ensure_future(
+                    watch.wait_for(
+                        f"{settings.topic_root}/availability",
+                        lambda m: m.payload == b"online",
+                        within=10,
+                    )
+                )
+                await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+                if task.done():
+                    waiter.cancel()
+                    task.result()  # the agent died while starting: show why
+                    raise AssertionError("the agent exited before it came online")
+                await waiter
+            except BaseException:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                raise
+        try:
+            yield running
+        finally:
+            if not task.done():
+                await running.stop()
+            else:
+                task.result()
+
+    return start
+
+
+@pytest.fixture
+async def agent(
+    agent_settings: Callable[..., Settings], start_agent: StartAgent
+) -> AsyncIterator[RunningAgent]:
+    async with start_agent(agent_settings()) as running:
+        yield running
