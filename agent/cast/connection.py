@@ -1,0 +1,253 @@
+"""One pychromecast connection behind a small async facade.
+
+pychromecast blocks and runs its own socket thread. Every call we make goes through one
+single-thread executor per device, so calls are serialized (its socket writes are not
+thread-safe); everything it reports from its thread is snapshotted there and handed to the
+event loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pychromecast
+from loguru import logger
+from pychromecast.controllers.media import MediaStatus, MediaStatusListener
+from pychromecast.controllers.receiver import CastStatus, CastStatusListener
+from pychromecast.models import CastInfo
+from pychromecast.response_handler import CallbackType
+from pychromecast.socket_client import (
+    CONNECTION_STATUS_CONNECTED,
+    CONNECTION_STATUS_DISCONNECTED,
+    CONNECTION_STATUS_FAILED,
+    CONNECTION_STATUS_FAILED_RESOLVE,
+    CONNECTION_STATUS_LOST,
+    ConnectionStatus,
+    ConnectionStatusListener,
+)
+from zeroconf import Zeroconf
+
+T = TypeVar("T")
+
+# pychromecast doubles this after every failed attempt (it caps at 5 min).
+RETRY_WAIT_S = 1.0
+_DOWN = {
+    CONNECTION_STATUS_LOST,
+    CONNECTION_STATUS_FAILED,
+    CONNECTION_STATUS_FAILED_RESOLVE,
+    CONNECTION_STATUS_DISCONNECTED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    connected: bool
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverChanged:
+    app_id: str | None
+    display_name: str | None
+    session_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaChanged:
+    media_session_id: int | None
+    player_state: str | None
+    idle_reason: str | None
+    content_id: str | None
+
+
+DeviceEvent = ConnectionChanged | ReceiverChanged | MediaChanged
+
+
+class CastRequestError(Exception):
+    """A request the device did not accept; ``response`` is what it answered, if anything."""
+
+    def __init__(self, message: str, response: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class _Relay(CastStatusListener, MediaStatusListener, ConnectionStatusListener):
+    """Runs in pychromecast's thread: copy what matters, hop to the loop."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sink: Callable[[DeviceEvent], None]
+    ) -> None:
+        self._loop = loop
+        self._sink = sink
+
+    def _post(self, event: DeviceEvent) -> None:
+        # The loop may already be gone while the daemon thread winds down.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._sink, event)
+
+    def new_cast_status(self, status: CastStatus) -> None:
+        self._post(ReceiverChanged(status.app_id, status.display_name, status.session_id))
+
+    def new_media_status(self, status: MediaStatus) -> None:
+        state = status.player_state if status.player_state != "UNKNOWN" else None
+        self._post(
+            MediaChanged(status.media_session_id, state, status.idle_reason, status.content_id)
+        )
+
+    def load_media_failed(self, queue_item_id: int, error_code: int) -> None:
+        pass  # the LOAD request's own answer carries the failure
+
+    def new_connection_status(self, status: ConnectionStatus) -> None:
+        if status.status == CONNECTION_STATUS_CONNECTED:
+            self._post(ConnectionChanged(True, status.status))
+        elif status.status in _DOWN:
+            self._post(ConnectionChanged(False, status.status))
+
+
+class CastConnection:
+    """A kept-open connection to one device; pychromecast reconnects it by itself."""
+
+    def __init__(
+        self,
+        info: CastInfo,
+        zconf: Zeroconf | None,
+        connect_timeout: float,
+        on_event: Callable[[DeviceEvent], None],
+    ) -> None:
+        self.info = info
+        self._zconf = zconf
+        self._connect_timeout = connect_timeout
+        self._on_event = on_event
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cast")
+        self._cast: pychromecast.Chromecast | None = None
+        self._connected = asyncio.Event()
+        self.receiver: ReceiverChanged | None = None
+        self.media: MediaChanged | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _event(self, event: DeviceEvent) -> None:
+        if isinstance(event, ConnectionChanged):
+            if event.connected:
+                self._connected.set()
+            else:
+                self._connected.clear()
+                self.receiver = None
+                self.media = None
+        elif isinstance(event, ReceiverChanged):
+            self.receiver = event
+        else:
+            self.media = event
+        self._on_event(event)
+
+    async def open(self) -> None:
+        """Start the connection (pychromecast's thread); does not wait for it to be up."""
+        if self._cast is not None:
+            return
+        relay = _Relay(asyncio.get_running_loop(), self._event)
+
+        def build() -> pychromecast.Chromecast:
+            cast = pychromecast.Chromecast(
+                self.info,
+                tries=None,
+                timeout=self._connect_timeout,
+                retry_wait=RETRY_WAIT_S,
+                zconf=self._zconf,
+            )
+            cast.register_status_listener(relay)
+            cast.media_controller.register_status_listener(relay)
+            cast.register_connection_listener(relay)
+            cast.start()
+            return cast
+
+        self._cast = await self._call(build)
+
+    async def wait_connected(self, within_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                await self._connected.wait()
+        return self.connected
+
+    async def _request(
+        self, what: str, send: Callable[[CallbackType], None]
+    ) -> dict[str, Any] | None:
+        """Send through pychromecast and await the device's answer to that request."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[bool, dict[str, Any] | None]] = loop.create_future()
+
+        def settle(sent: bool, response: dict[str, Any] | None) -> None:
+            if not answer.done():
+                answer.set_result((sent, response))
+
+        def callback(sent: bool, response: dict[str, Any] | None) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, sent, response)
+
+        try:
+            await self._call(send, callback)
+        except pychromecast.PyChromecastError as exc:
+            raise CastRequestError(f"{what}: {exc or type(exc).__name__}") from exc
+        sent, response = await answer
+        if not sent:
+            raise CastRequestError(f"{what} failed", response)
+        return response
+
+    def _chromecast(self) -> pychromecast.Chromecast:
+        if self._cast is None:
+            raise CastRequestError("not connected")
+        return self._cast
+
+    async def launch(self, app_id: str) -> None:
+        cast = self._chromecast()
+        await self._request(
+            f"launch {app_id}",
+            lambda cb: cast.socket_client.receiver_controller.launch_app(
+                app_id, callback_function=cb
+            ),
+        )
+
+    async def load(self, url: str, content_type: str, title: str) -> dict[str, Any]:
+        """LOAD as LIVE; the answer is MEDIA_STATUS or LOAD_FAILED."""
+        cast = self._chromecast()
+        response = await self._request(
+            "LOAD",
+            lambda cb: cast.media_controller.play_media(
+                url, content_type, title=title, stream_type="LIVE", callback_function=cb
+            ),
+        )
+        return response or {}
+
+    # pychromecast's own request timeout: a call blocked in its thread cannot be cancelled.
+    async def quit_app(self, request_timeout_s: float) -> None:
+        await self._blocking("quit app", self._chromecast().quit_app, request_timeout_s)
+
+    async def stop_media(self, request_timeout_s: float) -> None:
+        stop = self._chromecast().media_controller.stop
+        await self._blocking("stop media", stop, request_timeout_s)
+
+    async def _blocking(self, what: str, fn: Callable[[float], None], timeout_s: float) -> None:
+        try:
+            await self._call(fn, timeout_s)
+        except pychromecast.PyChromecastError as exc:
+            raise CastRequestError(f"{what}: {exc or type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        cast, self._cast = self._cast, None
+        if cast is not None:
+            try:
+                # A thread stuck in a connect attempt notices the stop within its retry wait.
+                await self._call(cast.disconnect, 2 * RETRY_WAIT_S + 1)
+            except TimeoutError:
+                logger.warning("cast connection to {} did not close in time", self.info.host)
+        self._executor.shutdown(wait=False)
+        self._connected.clear()

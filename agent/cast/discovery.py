@@ -1,0 +1,168 @@
+"""Finding Cast devices: mDNS through pychromecast, plus ``cast.known_hosts`` for networks
+where multicast does not pass (Docker bridge, WSL2, VLANs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.error
+from dataclasses import dataclass
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from loguru import logger
+from pychromecast.const import CAST_TYPE_CHROMECAST
+from pychromecast.dial import get_device_info
+from pychromecast.discovery import CastBrowser, SimpleCastListener
+from pychromecast.models import CastInfo, HostServiceInfo
+from zeroconf import Zeroconf
+
+from agent.errors import ErrorCode, PagecastError
+
+_JOIN_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """One line of ``pagecast discover``."""
+
+    name: str
+    model: str | None
+    host: str
+    port: int
+    uuid: str
+
+    @classmethod
+    def of(cls, info: CastInfo) -> DeviceInfo:
+        return cls(
+            info.friendly_name or info.host, info.model_name, info.host, info.port, str(info.uuid)
+        )
+
+
+class Discovery:
+    """One long-lived browser: devices found once stay known, and the zeroconf instance that
+    mDNS-found connections resolve through lives as long as the manager."""
+
+    def __init__(self, known_hosts: list[str]) -> None:
+        self._known_hosts = known_hosts
+        self._browser: CastBrowser | None = None
+        self._zconf: Zeroconf | None = None
+        self._found: dict[UUID, CastInfo] = {}
+        self._changed = asyncio.Event()
+
+    @property
+    def zconf(self) -> Zeroconf | None:
+        return self._zconf
+
+    async def start(self) -> None:
+        if self._browser is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def found(uuid: UUID, _service: str) -> None:
+            browser = self._browser
+            if browser is not None and uuid in browser.devices:
+                info = browser.devices[uuid]
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._add, info)
+
+        def start() -> tuple[CastBrowser, Zeroconf | None]:
+            try:
+                zconf: Zeroconf | None = Zeroconf()
+            except OSError as exc:  # no multicast-capable interface: known_hosts only
+                logger.warning("mDNS unavailable ({}); using cast.known_hosts only", exc)
+                zconf = None
+            browser = CastBrowser(SimpleCastListener(found, None, found), zconf, self._known_hosts)
+            self._browser = browser
+            browser.start_discovery()
+            return browser, zconf
+
+        _, self._zconf = await asyncio.to_thread(start)
+
+    def _add(self, info: CastInfo) -> None:
+        self._found[info.uuid] = info
+        self._changed.set()
+
+    def devices(self) -> list[CastInfo]:
+        return sorted(self._found.values(), key=lambda i: (i.friendly_name or "", i.host))
+
+    async def find(self, name: str, within_s: float) -> CastInfo:
+        """The device called ``name`` (case-insensitive); DEVICE_NOT_FOUND lists what was seen."""
+        await self.start()
+        wanted = name.casefold()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                while True:
+                    for info in self.devices():
+                        if (info.friendly_name or "").casefold() == wanted:
+                            return info
+                    self._changed.clear()
+                    await self._changed.wait()
+        seen = ", ".join(repr(i.friendly_name) for i in self.devices()) or "none"
+        raise PagecastError(
+            ErrorCode.DEVICE_NOT_FOUND,
+            f"no Cast device named {name!r} found within {within_s:g} s (seen: {seen})",
+        )
+
+    async def settle(self, for_s: float) -> list[CastInfo]:
+        """Everything found within ``for_s`` seconds."""
+        await self.start()
+        await asyncio.sleep(for_s)
+        return self.devices()
+
+    async def close(self) -> None:
+        browser, self._browser = self._browser, None
+        if browser is None:
+            return
+
+        def stop() -> None:
+            # stop_discovery() joins the known-hosts poller without a timeout; one stuck in a
+            # 30 s HTTP request must not hold up shutdown (it is a daemon thread).
+            browser.host_browser.stop.set()
+            if self._zconf is not None:
+                self._zconf.close()
+            browser.host_browser.join(_JOIN_TIMEOUT_S)
+
+        await asyncio.to_thread(stop)
+
+
+async def describe_host(host: str, port: int, http_timeout_s: float) -> CastInfo:
+    """A CastInfo for a direct connection (no mDNS): the name and model come from the device's
+    ``/setup/eureka_info`` when it answers, else the address stands in for them."""
+
+    def query() -> CastInfo:
+        status = None
+        with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
+            status = get_device_info(host, timeout=http_timeout_s)
+        uuid = (status.uuid if status else None) or uuid5(NAMESPACE_URL, f"cast://{host}:{port}")
+        return CastInfo(
+            {HostServiceInfo(host, port)},
+            uuid,
+            status.model_name if status else None,
+            status.friendly_name if status else None,
+            host,
+            port,
+            CAST_TYPE_CHROMECAST,
+            status.manufacturer if status else None,
+        )
+
+    return await asyncio.to_thread(query)
+
+
+async def discover_devices(known_hosts: list[str], for_s: float) -> list[DeviceInfo]:
+    """What ``pagecast discover`` prints: every device seen within ``for_s`` seconds."""
+    discovery = Discovery(known_hosts)
+    try:
+        return [DeviceInfo.of(info) for info in await discovery.settle(for_s)]
+    finally:
+        await discovery.close()
+
+
+def format_devices(devices: list[DeviceInfo]) -> str:
+    if not devices:
+        return "no Cast devices found"
+    rows = [("NAME", "MODEL", "HOST", "PORT", "UUID")]
+    rows += [(d.name, d.model or "-", d.host, str(d.port), d.uuid) for d in devices]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

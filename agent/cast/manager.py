@@ -1,0 +1,99 @@
+"""Which device a stream goes to, and the connections kept to devices across sessions."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+from loguru import logger
+from pychromecast.models import CastInfo
+
+from agent.cast.connection import CastConnection
+from agent.cast.device import ChromecastDevice
+from agent.cast.discovery import Discovery, describe_host
+from agent.cast.spec import DeviceSpec, parse_device_spec
+from agent.config import CastSettings
+from agent.errors import ErrorCode, PagecastError
+
+
+class ChromecastManager:
+    """Implements agent.cast.base.CastManager. Use as ``async with``: leaving it stops our
+    media on every device, closes the connections and the discovery."""
+
+    def __init__(self, settings: CastSettings) -> None:
+        self._settings = settings
+        self._discovery = Discovery(settings.known_hosts)
+        self._devices: dict[tuple[str, int], ChromecastDevice] = {}
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> ChromecastManager:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        devices, self._devices = list(self._devices.values()), {}
+        await asyncio.gather(*(device.close() for device in devices), return_exceptions=True)
+        await self._discovery.close()
+
+    async def resolve(self, spec: str | None) -> ChromecastDevice | None:
+        text = spec if spec is not None else self._settings.device
+        async with self._lock:
+            if text is None:
+                return await self._only_device()
+            parsed = parse_device_spec(text)
+            if parsed is None:
+                return None
+            return await self._device_for(parsed)
+
+    async def _device_for(self, spec: DeviceSpec) -> ChromecastDevice:
+        if spec.host is not None:
+            known = self._devices.get((spec.host, spec.port))
+            if known is not None:
+                return known
+            info = await describe_host(spec.host, spec.port, self._settings.connect_timeout)
+            return await self._connect(info)
+        assert spec.name is not None
+        for device in self._devices.values():
+            if device.name.casefold() == spec.name.casefold():
+                return device
+        info = await self._discovery.find(spec.name, self._settings.discovery_timeout)
+        known = self._devices.get((info.host, info.port))
+        return known if known is not None else await self._connect(info)
+
+    async def _only_device(self) -> ChromecastDevice:
+        """No device configured or asked for: fine when exactly one is around."""
+        if len(self._devices) == 1:
+            return next(iter(self._devices.values()))
+        found = await self._discovery.settle(self._settings.discovery_timeout)
+        if len(found) == 1:
+            known = self._devices.get((found[0].host, found[0].port))
+            return known if known is not None else await self._connect(found[0])
+        names = ", ".join(repr(i.friendly_name) for i in found) or "none"
+        raise PagecastError(
+            ErrorCode.DEVICE_NOT_FOUND,
+            f"no cast.device configured and {len(found)} devices found (seen: {names}); "
+            "set cast.device or pass device in the start command",
+        )
+
+    async def _connect(self, info: CastInfo) -> ChromecastDevice:
+        name = info.friendly_name or info.host
+        device = ChromecastDevice(name, info.host, self._settings)
+        connection = CastConnection(
+            info, self._discovery.zconf, self._settings.connect_timeout, device.on_event
+        )
+        device.attach(connection)
+        await connection.open()
+        if not await connection.wait_connected(self._settings.connect_timeout):
+            await connection.close()
+            raise PagecastError(
+                ErrorCode.DEVICE_UNREACHABLE,
+                f"{name} ({info.host}:{info.port}) not reachable within "
+                f"{self._settings.connect_timeout:g} s",
+            )
+        logger.info("connected to Cast device {} at {}:{}", name, info.host, info.port)
+        self._devices[(info.host, info.port)] = device
+        return device

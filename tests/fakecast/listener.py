@@ -1,0 +1,47 @@
+"""A SessionListener that records what a cast device reports, for tests of agent/cast alone."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.errors import PagecastError
+from agent.supervisor.state import EventName
+
+
+@dataclass
+class RecordingListener:
+    player_states: list[str | None] = field(default_factory=list)
+    devices: list[str | None] = field(default_factory=list)
+    events: list[tuple[EventName, dict[str, Any]]] = field(default_factory=list)
+    endings: list[tuple[PagecastError | None, str]] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def set_stream_url(self, stream_url: str) -> None:
+        pass
+
+    def set_title(self, title: str | None) -> None:
+        pass
+
+    def set_player(self, *, player_state: str | None, device: str | None) -> None:
+        self.player_states.append(player_state)
+        self.devices.append(device)
+        self._changed.set()
+
+    def event(self, name: EventName, **data: Any) -> None:
+        self.events.append((name, data))
+        self._changed.set()
+
+    def ended(self, error: PagecastError | None, reason: str) -> None:
+        self.endings.append((error, reason))
+        self._changed.set()
+
+    def named(self, name: EventName) -> list[dict[str, Any]]:
+        return [data for event, data in self.events if event == name]
+
+    async def wait_until(self, predicate: Any, within_s: float) -> None:
+        async with asyncio.timeout(within_s):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
