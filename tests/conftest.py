@@ -24,6 +24,9 @@ from agent.app import run_agent
 from agent.config import Settings
 from agent.supervisor.session import SessionFactory
 
+# The fake Cast device and a tiny live HLS stream (tests/fakecast).
+pytest_plugins = ["fakecast.fixtures"]
+
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
