@@ -1,0 +1,1 @@
+"""The live page pipeline: Chromium on a private Xvfb, captured by ffmpeg into live HLS."""

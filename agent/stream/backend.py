@@ -1,0 +1,126 @@
+"""The long-lived parts of streaming (HTTP server, Playwright, warm screen) and the session
+factory the supervisor uses: ``Supervisor(backend.create_session)``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from loguru import logger
+from playwright.async_api import Playwright, async_playwright
+
+from agent.broadcast import Broadcast
+from agent.cast.base import CastManager
+from agent.config import Settings
+from agent.stream.browser import Geometry
+from agent.stream.screen import ScreenKeeper
+from agent.stream.session import PipelineParts, PipelineSession
+from agent.supervisor.session import SessionListener, StreamRequest
+from agent.web.server import WebServer
+
+
+class StreamBackend:
+    """Async context manager. Add HTTP routes via ``backend.web.add_routes`` before entering."""
+
+    def __init__(self, settings: Settings, cast: CastManager) -> None:
+        self._settings = settings
+        self._cast = cast
+        self.web = WebServer(settings.stream.http_host, settings.stream.http_port)
+        self.web.set_snapshot_source(self.latest_snapshot)
+        self.snapshots: Broadcast[bytes] = Broadcast()
+        self._snapshot: bytes | None = None
+        self._playwright_cm: contextlib.AbstractAsyncContextManager[Playwright] | None = None
+        self._screens: ScreenKeeper | None = None
+        self._warming: asyncio.Task[None] | None = None
+        self._work_dir: Path | None = None
+        self._own_work_dir = False
+
+    @property
+    def screens(self) -> ScreenKeeper:
+        if self._screens is None:
+            raise RuntimeError("StreamBackend not entered")
+        return self._screens
+
+    def latest_snapshot(self) -> bytes | None:
+        """The newest JPEG of what is on screen; None when nothing streams."""
+        return self._snapshot
+
+    def _on_snapshot(self, data: bytes | None) -> None:
+        self._snapshot = data
+        if data is not None:
+            self.snapshots.publish(data)
+
+    async def __aenter__(self) -> StreamBackend:
+        try:
+            await self._enter()
+        except BaseException:
+            await self._exit()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._exit()
+
+    async def _enter(self) -> None:
+        configured = self._settings.stream.work_dir
+        if configured is not None:
+            configured.mkdir(parents=True, exist_ok=True)
+            self._work_dir = Path(tempfile.mkdtemp(prefix="pagecast-", dir=configured))
+        else:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="pagecast-"))
+        self._own_work_dir = True
+        await self.web.start()
+        self._playwright_cm = async_playwright()
+        playwright = await self._playwright_cm.__aenter__()
+        self._screens = ScreenKeeper(playwright, self._settings.browser)
+        if self._settings.browser.keep_warm:
+            preset = self._settings.qualities[self._settings.stream.default_quality]
+            geometry = Geometry(preset.width, preset.height, preset.zoom)
+            # In the background: the agent comes online at once; a start waits for the screen.
+            self._warming = asyncio.create_task(self._warm(geometry), name="warm-screen")
+
+    async def _warm(self, geometry: Geometry) -> None:
+        try:
+            await self.screens.warm(geometry)
+            logger.info("browser warm ({}x{})", geometry.width, geometry.height)
+        except Exception as exc:
+            logger.warning("could not warm up the browser: {}", exc)
+
+    async def _exit(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
+        if self._screens is not None:
+            await self._screens.close()
+        if self._playwright_cm is not None:
+            with contextlib.suppress(Exception):
+                await self._playwright_cm.__aexit__(None, None, None)
+            self._playwright_cm = None
+        await self.web.stop()
+        if self._own_work_dir and self._work_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._work_dir, True)
+
+    def create_session(
+        self, session_id: str, request: StreamRequest, listener: SessionListener
+    ) -> PipelineSession:
+        if self._work_dir is None:
+            raise RuntimeError("StreamBackend not entered")
+        parts = PipelineParts(
+            settings=self._settings,
+            cast=self._cast,
+            screens=self.screens,
+            web=self.web,
+            work_dir=self._work_dir,
+            on_snapshot=self._on_snapshot,
+        )
+        return PipelineSession(parts, session_id, request, listener)

@@ -1,0 +1,154 @@
+"""Chromium, headed on our Xvfb, driven by Playwright; one fresh context per page session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+from loguru import logger
+from playwright.async_api import Browser as PlaywrightBrowser
+from playwright.async_api import BrowserContext, Page, Playwright
+
+from agent.config import AuthProfile, BrowserSettings
+from agent.errors import ErrorCode, PagecastError
+from agent.stream import auth
+
+_LAUNCH_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """What a running browser window is fixed to: changing it means a new display and browser."""
+
+    width: int
+    height: int
+    zoom: float
+
+
+def sandbox_enabled(settings: BrowserSettings) -> bool:
+    # The sandbox needs user namespaces that root usually lacks, so "auto" means off for root.
+    return settings.sandbox if settings.sandbox is not None else os.geteuid() != 0
+
+
+def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
+    return [
+        "--kiosk",
+        f"--window-size={geometry.width},{geometry.height}",
+        "--window-position=0,0",
+        f"--force-device-scale-factor={geometry.zoom:g}",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--disable-sync",
+        "--disable-translate",
+        "--disable-session-crashed-bubble",
+        "--noerrdialogs",
+        "--password-store=basic",
+        "--autoplay-policy=no-user-gesture-required",
+        # A page on a TV is always "visible": never throttle its timers or rendering.
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+        "--disable-backgrounding-occluded-windows",
+        *settings.extra_args,
+    ]
+
+
+class Browser:
+    """One Chromium process on one display; each page gets its own context (no shared state)."""
+
+    def __init__(
+        self, playwright: Playwright, settings: BrowserSettings, display: str, geometry: Geometry
+    ) -> None:
+        self._playwright = playwright
+        self._settings = settings
+        self._display = display
+        self.geometry = geometry
+        self._browser: PlaywrightBrowser | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._browser is not None and self._browser.is_connected()
+
+    async def launch(self) -> None:
+        try:
+            self._browser = await self._playwright.chromium.launch(
+                executable_path=str(self._settings.executable),
+                headless=False,
+                chromium_sandbox=sandbox_enabled(self._settings),
+                # Without this flag there is no "controlled by automated software" bar.
+                ignore_default_args=["--enable-automation"],
+                args=chromium_args(self.geometry, self._settings),
+                env={**os.environ, "DISPLAY": self._display},
+                timeout=_LAUNCH_TIMEOUT_S * 1000,
+            )
+        except Exception as exc:
+            message = f"Chromium did not start: {exc}"
+            raise PagecastError(ErrorCode.PIPELINE_FAILED, message) from exc
+        logger.debug("Chromium {} up on {}", self._browser.version, self._display)
+
+    async def new_page(self, profile: AuthProfile | None) -> BrowserPage:
+        if self._browser is None or not self._browser.is_connected():
+            raise PagecastError(ErrorCode.PIPELINE_FAILED, "Chromium is not running")
+        context = await self._browser.new_context(no_viewport=True, **auth.context_options(profile))
+        try:
+            await auth.apply(context, profile)
+            page = await context.new_page()
+            # Windows of new contexts are normal windows with a toolbar even in kiosk mode;
+            # fullscreen hides all browser UI and pins the window to (0,0).
+            cdp = await context.new_cdp_session(page)
+            window = await cdp.send("Browser.getWindowForTarget")
+            await cdp.send(
+                "Browser.setWindowBounds",
+                {"windowId": window["windowId"], "bounds": {"windowState": "fullscreen"}},
+            )
+            await cdp.detach()
+        except BaseException:
+            await _close_quietly(context)
+            raise
+        return BrowserPage(context, page)
+
+    async def close(self) -> None:
+        if self._browser is not None:
+            browser, self._browser = self._browser, None
+            try:
+                await asyncio.wait_for(browser.close(), 10)
+            except Exception as exc:
+                logger.debug("closing Chromium: {}", exc)
+
+
+class BrowserPage:
+    """A page in its own context; notices renderer crashes."""
+
+    def __init__(self, context: BrowserContext, page: Page) -> None:
+        self.context = context
+        self.page = page
+        self.crashed = False
+        page.on("crash", self._on_crash)
+
+    def _on_crash(self, _page: Page) -> None:
+        self.crashed = True
+
+    @property
+    def alive(self) -> bool:
+        return not self.crashed and not self.page.is_closed()
+
+    async def title(self) -> str | None:
+        try:
+            return (await self.page.title()) or None
+        except Exception:
+            return None
+
+    async def close(self) -> None:
+        await _close_quietly(self.context)
+
+
+async def _close_quietly(context: BrowserContext) -> None:
+    try:
+        await asyncio.wait_for(context.close(), 5)
+    except Exception as exc:
+        logger.debug("closing browser context: {}", exc)

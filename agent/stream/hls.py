@@ -1,0 +1,61 @@
+"""Reading the live media playlist ffmpeg writes (segments ready, media bitrate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MASTER_PLAYLIST = "index.m3u8"
+MEDIA_PLAYLIST = "media.m3u8"
+SEGMENT_PATTERN = "seg%d.ts"
+
+
+@dataclass(frozen=True, slots=True)
+class Playlist:
+    media_sequence: int
+    segments: tuple[str, ...]
+    durations: tuple[float, ...]
+    ended: bool
+
+    @property
+    def last_sequence(self) -> int | None:
+        """Sequence number of the newest segment, None before the first one."""
+        return self.media_sequence + len(self.segments) - 1 if self.segments else None
+
+
+def parse_playlist(text: str) -> Playlist:
+    sequence = 0
+    segments: list[str] = []
+    durations: list[float] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            sequence = int(line.split(":", 1)[1])
+        elif line.startswith("#EXTINF:"):
+            durations.append(float(line[8:].split(",", 1)[0]))
+        elif line and not line.startswith("#"):
+            segments.append(line)
+    return Playlist(sequence, tuple(segments), tuple(durations), "#EXT-X-ENDLIST" in text)
+
+
+def read_playlist(directory: Path) -> Playlist | None:
+    try:
+        return parse_playlist((directory / MEDIA_PLAYLIST).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def media_bitrate_kbps(directory: Path) -> float | None:
+    """Bitrate of what is on the playlist, from segment sizes (ffmpeg reports N/A for HLS)."""
+    playlist = read_playlist(directory)
+    if playlist is None:
+        return None
+    size = 0
+    seconds = 0.0
+    for name, duration in zip(playlist.segments, playlist.durations, strict=False):
+        try:
+            size += (directory / name).stat().st_size
+        except FileNotFoundError:
+            continue
+        seconds += duration
+    return round(size * 8 / seconds / 1000, 1) if seconds else None

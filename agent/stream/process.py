@@ -1,0 +1,102 @@
+"""Child processes that always have an owner: started, watched, stopped and reaped by it."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import signal
+from collections import deque
+from collections.abc import Sequence
+
+from loguru import logger
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If the agent itself is killed (SIGKILL, OOM), the kernel takes its children along, so no
+    # Xvfb or ffmpeg outlives it. Runs in the child between fork and exec.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class ChildProcess:
+    """One owned process; its stderr tail is kept for error messages."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
+        self.name = name
+        self._process = process
+        self._stderr: deque[str] = deque(maxlen=20)
+        self._reader = (
+            asyncio.create_task(self._read_stderr(process.stderr)) if process.stderr else None
+        )
+
+    @classmethod
+    async def spawn(
+        cls,
+        name: str,
+        argv: Sequence[str],
+        *,
+        pass_fds: Sequence[int] = (),
+        stdout: int | None = asyncio.subprocess.DEVNULL,
+    ) -> ChildProcess:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=tuple(pass_fds),
+            # Own process group: a Ctrl-C meant for the agent reaches it, not its children;
+            # the agent then stops them in order.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        logger.debug("{} started (pid {})", name, process.pid)
+        return cls(name, process)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None:
+        return self._process.stdout
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    @property
+    def alive(self) -> bool:
+        return self._process.returncode is None
+
+    def stderr_tail(self) -> str:
+        return " | ".join(self._stderr)
+
+    async def wait(self) -> int:
+        return await self._process.wait()
+
+    async def stop(self, grace_s: float = 3.0) -> None:
+        """Ask politely (SIGTERM), then insist (SIGKILL); always reap. Idempotent."""
+        try:
+            if self.alive:
+                self._process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._process.wait()), grace_s)
+                except TimeoutError:
+                    logger.warning("{} ignored SIGTERM for {}s; killing it", self.name, grace_s)
+                    self._process.kill()
+        except ProcessLookupError:
+            pass
+        finally:
+            # Reaping must happen even when the caller is being cancelled.
+            await asyncio.shield(self._process.wait())
+            if self._reader is not None:
+                await asyncio.shield(self._reader)
+
+    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            text = line.decode(errors="replace").rstrip()
+            if text:
+                self._stderr.append(text)
+                logger.debug("{}: {}", self.name, text)
