@@ -199,12 +199,14 @@ class RecordingPublisher:
         self.topics = Topics.of(config)
         self.connected = True
         self.published: list[tuple[str, bytes, bool]] = []
+        self.changed = asyncio.Event()
         self.republished = asyncio.Event()
 
     async def publish(
         self, topic: str, payload: PayloadLike, *, retain: bool = False, qos: int = 1
     ) -> bool:
         self.published.append((topic, encode(payload), retain))
+        self.changed.set()
         return True
 
     async def republish(self) -> None:
