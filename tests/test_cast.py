@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 from fakecast import FakeCastDevice, LiveHlsServer, free_loopback_address
 from fakecast.listener import RecordingListener
+from pychromecast.controllers import heartbeat
 
 from agent.cast.device import ChromecastDevice
 from agent.cast.manager import ChromecastManager
+from agent.cast.spec import DeviceSpec, parse_device_spec
 from agent.config import CastSettings
 from agent.errors import ErrorCode, PagecastError
 from agent.supervisor.state import EventName
@@ -234,3 +236,40 @@ async def test_another_app_is_reclaimed_when_configured(
         assert fake_tv.app is not None
         assert fake_tv.app.app_id == "CC1AD845"
         await device.stop()
+
+
+async def test_a_device_that_stops_answering_pings_is_reconnected(
+    manager: ChromecastManager,
+    fake_tv: FakeCastDevice,
+    live_hls: LiveHlsServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # pychromecast gives up on a silent device after 10 s + 10 s; shortened to keep this fast.
+    monkeypatch.setattr(heartbeat, "HB_PING_TIME", 1)
+    monkeypatch.setattr(heartbeat, "HB_PONG_TIME", 1)
+    device, listener = await playing(manager, live_hls)
+    fake_tv.answer_pings = False
+    await listener.wait_until(lambda: listener.named(EventName.DEVICE_LOST), within_s=15)
+    fake_tv.answer_pings = True
+    await listener.wait_until(lambda: listener.named(EventName.RECOVERED), within_s=15)
+    assert fake_tv.accepted >= 2
+    assert fake_tv.player_state == "PLAYING"
+    await device.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("none", None),
+        ("None", None),
+        ("192.168.1.20", DeviceSpec(host="192.168.1.20")),
+        ("192.168.1.20:8010", DeviceSpec(host="192.168.1.20", port=8010)),
+        ("[fe80::1]:8009", DeviceSpec(host="fe80::1")),
+        ("tv.lan", DeviceSpec(host="tv.lan")),
+        ("kitchen:8009", DeviceSpec(host="kitchen")),
+        ("Living Room TV", DeviceSpec(name="Living Room TV")),
+        ("Kitchen", DeviceSpec(name="Kitchen")),
+    ],
+)
+def test_device_spec(text: str, expected: DeviceSpec | None) -> None:
+    assert parse_device_spec(text) == expected

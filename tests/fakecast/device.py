@@ -130,6 +130,7 @@ class FakeCastDevice:
         self.launches: list[str] = []
         self.stops: list[str] = []  # "app" or "media", as senders asked
         self.answer_pings = True
+        self.player_history: list[tuple[str, str | None]] = []  # (state, idle reason)
         self.accepted = 0  # TLS connections accepted: tells reuse from reconnects
         self.app: App | None = None
         self.media: Media | None = None
@@ -406,6 +407,7 @@ class FakeCastDevice:
         if self.media is None:
             return
         self.media.player_state, self.media.idle_reason = state, idle_reason
+        self.player_history.append((state, idle_reason))
         self._broadcast_media_status()
 
     async def _stop_player(self) -> None:
