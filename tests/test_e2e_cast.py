@@ -1,0 +1,195 @@
+"""Issue 4's acceptance, end to end: MQTT commands to a real agent (real mosquitto, Chromium on
+Xvfb, ffmpeg, HTTP) casting to the fake device, which pulls the stream like a receiver does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from conftest import StartAgent
+from fakecast import FakeCastDevice, free_loopback_address
+from mqtt_helpers import Probe, probe
+from support.media import average_rgb, close_to
+from support.pages import PageServer, page_server  # noqa: F401 (fixture)
+from support.procs import named
+
+from agent.cast.manager import ChromecastManager
+from agent.config import Settings
+from agent.stream.backend import StreamBackend
+
+RED, GREEN = (255, 0, 0), (0, 255, 0)
+CAST = {"connect_timeout": 3, "play_timeout": 20, "discovery_timeout": 5, "recover_timeout": 30}
+SMALL = {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600}
+
+
+@dataclass
+class CastRig:
+    mqtt: Probe
+    root: str
+    tv: FakeCastDevice
+    pages: PageServer
+
+    async def start(self, **payload: Any) -> Any:
+        return await self.mqtt.command(
+            self.root, "start", {"quality": "small", **payload}, within=60
+        )
+
+    async def status(
+        self, predicate: Callable[[Any], bool], *, since: int = 0, within: float = 30
+    ) -> Any:
+        return await self.mqtt.wait_json(
+            f"{self.root}/status", predicate, since=since, within=within
+        )
+
+    async def event(self, name: str, *, since: int = 0, within: float = 30, **match: Any) -> Any:
+        def wanted(event: Any) -> bool:
+            return event.get("event") == name and all(event.get(k) == v for k, v in match.items())
+
+        return await self.mqtt.wait_json(f"{self.root}/event", wanted, since=since, within=within)
+
+
+@pytest.fixture
+def rig(
+    agent_settings: Callable[..., Settings],
+    start_agent: StartAgent,
+    fake_tv: FakeCastDevice,
+    page_server: PageServer,  # noqa: F811
+) -> Callable[..., Any]:
+    @asynccontextmanager
+    async def run(**cast: Any) -> AsyncIterator[CastRig]:
+        settings = agent_settings(
+            cast={**CAST, "device": fake_tv.host, **cast},
+            stream={"http_port": 0, "default_quality": "small"},
+            qualities={"small": SMALL},
+            snapshot={"enabled": False},
+        )
+        root = settings.topic_root
+        async with (
+            ChromecastManager(settings.cast) as cast_manager,
+            StreamBackend(settings, cast_manager) as backend,
+            start_agent(settings, backend.create_session),
+            probe(settings.mqtt.port, f"{root}/#") as mqtt,
+        ):
+            yield CastRig(mqtt, root, fake_tv, page_server)
+
+    return run
+
+
+def latest_segment_colour(tv: FakeCastDevice) -> tuple[int, int, int]:
+    return average_rgb(tv.log.segments[-1][1])
+
+
+async def test_start_switch_stop(rig: Callable[..., Any]) -> None:
+    async with rig() as r:
+        response = await r.start(url=r.pages.color("ff0000"))
+        assert response["ok"], response
+        await r.tv.wait_for(lambda: r.tv.log.consecutive_segments() >= 5, within_s=30)
+        assert r.tv.player_state == "PLAYING"
+        assert r.tv.log.problems() == []
+        status = await r.status(
+            lambda s: s["state"] == "streaming" and s["player_state"] == "PLAYING"
+        )
+        assert status["device"] == "Fake TV"
+        assert status["stream_url"] == r.tv.loads[0]["media"]["contentId"]
+        assert close_to(latest_segment_colour(r.tv), RED)
+
+        switched = await r.start(url=r.pages.color("00ff00"))
+        assert switched["ok"], switched
+        after = len(r.tv.log.segments)
+        await r.tv.wait_for(
+            lambda: (
+                len(r.tv.log.segments) >= after + 3 and close_to(latest_segment_colour(r.tv), GREEN)
+            ),
+            within_s=20,
+        )
+        assert len(r.tv.loads) == 1  # the device kept playing the same stream
+        assert r.tv.player_state == "PLAYING"
+
+        since = r.mqtt.mark()
+        stopped = await r.mqtt.command(r.root, "stop", within=30)
+        assert stopped["ok"], stopped
+        await r.status(lambda s: s["state"] == "idle", since=since)
+        assert r.tv.app is None
+        assert r.tv.stops == ["app"]
+        assert named("ffmpeg") == []
+
+
+async def test_friendly_name_through_known_hosts(
+    rig: Callable[..., Any], fake_tv: FakeCastDevice
+) -> None:
+    async with rig(device="Fake TV", known_hosts=[fake_tv.host]) as r:
+        response = await r.start(url=r.pages.color("0000ff"))
+        assert response["ok"], response
+        status = await r.status(lambda s: s["player_state"] == "PLAYING")
+        assert status["device"] == "Fake TV"
+
+
+async def test_reboot_and_idle_close_are_recovered(rig: Callable[..., Any]) -> None:
+    async with rig() as r:
+        assert (await r.start(url=r.pages.color("ff0000")))["ok"]
+        await r.status(lambda s: s["player_state"] == "PLAYING")
+
+        since = r.mqtt.mark()
+        await r.tv.reboot(down_s=3)
+        back = r.mqtt.mark()
+        lost = await r.event("device_lost", since=since)
+        assert lost["reason"] == "connection_lost"
+        await r.event("recovered", since=back, within=10)
+        await r.status(lambda s: s["state"] == "streaming" and s["player_state"] == "PLAYING")
+        assert len(r.tv.loads) == 2
+
+        since = r.mqtt.mark()
+        await r.tv.close_app()
+        await r.event("recovered", since=since, reason="app_closed", within=20)
+        assert r.tv.launches.count("CC1AD845") == 3
+        await r.tv.wait_for(lambda: r.tv.player_state == "PLAYING", within_s=10)
+
+
+async def test_another_sender_takes_over(rig: Callable[..., Any]) -> None:
+    async with rig() as r:
+        assert (await r.start(url=r.pages.color("ff0000")))["ok"]
+        await r.status(lambda s: s["player_state"] == "PLAYING")
+        since = r.mqtt.mark()
+        await r.tv.other_sender_load()
+        await r.event("device_lost", since=since, reason="taken_over")
+        await r.event("stopped", since=since, reason="taken_over")
+        await r.status(lambda s: s["state"] == "idle", since=since)
+        assert r.tv.stops == []  # their media is left alone
+        assert r.tv.player_state == "PLAYING"
+        assert named("ffmpeg") == []
+
+
+async def test_unreachable_device_and_load_failed(rig: Callable[..., Any]) -> None:
+    async with rig() as r:
+        # A start is answered when accepted; how it went shows in the event and the status.
+        since = r.mqtt.mark()
+        assert (await r.start(url=r.pages.color("ff0000"), device=free_loopback_address()))["ok"]
+        # Bounded by cast.connect_timeout, with room for the pipeline started alongside.
+        failed = await r.event("failed", since=since, within=CAST["connect_timeout"] + 10)
+        assert failed["error"]["code"] == "DEVICE_UNREACHABLE", failed
+        status = await r.status(lambda s: s["state"] == "error", since=since)
+        assert status["error"]["code"] == "DEVICE_UNREACHABLE"
+        assert named("ffmpeg") == []
+
+        r.tv.fail_next_load(104)
+        since = r.mqtt.mark()
+        assert (await r.start(url=r.pages.color("ff0000")))["ok"]
+        failed = await r.event("failed", since=since, within=30)
+        assert failed["error"]["code"] == "CAST_FAILED", failed
+        assert "LOAD_FAILED 104" in failed["error"]["message"]
+        await r.status(lambda s: s["state"] == "error", since=since)
+        assert named("ffmpeg") == []
+
+
+async def test_duration_expiry_quits_the_app(rig: Callable[..., Any]) -> None:
+    async with rig() as r:
+        since = r.mqtt.mark()
+        assert (await r.start(url=r.pages.color("ff0000"), duration=8))["ok"]
+        await r.status(lambda s: s["player_state"] == "PLAYING")
+        await r.event("finished", since=since, within=20)
+        await r.status(lambda s: s["state"] == "idle", since=since)
+        await r.tv.wait_for(lambda: r.tv.app is None, within_s=5)
+        assert r.tv.stops == ["app"]
