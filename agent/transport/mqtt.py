@@ -282,22 +282,26 @@ class MqttTransport:
     ) -> None:
         while True:
             await self._publish_status(client, await statuses.get())
+            _reraise_swallowed_cancel()
 
     async def _forward_events(self, client: aiomqtt.Client, events: asyncio.Queue[Event]) -> None:
         while True:
             event = await events.get()
             await client.publish(self._topics.event, encode(event.to_payload()), qos=1)
+            _reraise_swallowed_cancel()
 
     async def _beat(self, client: aiomqtt.Client) -> None:
         while True:
             await asyncio.sleep(self._mqtt.heartbeat_interval)
             await self._publish_heartbeat(client)
+            _reraise_swallowed_cancel()
 
     # -- inbound -------------------------------------------------------------------------------
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             await self._on_message(client, message)
+            _reraise_swallowed_cancel()
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = message.topic.value
@@ -344,6 +348,14 @@ class MqttTransport:
             await client.publish(response_topic, body, qos=1, properties=properties)
         elif response_topic:
             logger.warning("ignored unusable MQTT v5 response topic {!r}", response_topic)
+
+
+def _reraise_swallowed_cancel() -> None:
+    # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) drops a cancel that arrives as
+    # the publish completes; the worker would then wait on its queue forever and close() hang.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _publishable(topic: str) -> bool:
