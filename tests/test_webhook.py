@@ -1,0 +1,203 @@
+"""The HTTP webhook beside MQTT: one supervisor, one dispatcher, the same answers.
+
+The agent here is the real one (supervisor, dispatcher, MQTT transport against a real broker,
+HTTP server with the webhook) with the stream-session double in place of the pipeline; both
+transports are driven by a real client of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from agent_double import DoubleFactory
+from mqtt_helpers import Mosquitto, Probe, probe
+
+from agent.commands import Dispatcher
+from agent.config import Settings
+from agent.supervisor.supervisor import Supervisor
+from agent.transport.mqtt import MqttTransport
+from agent.web.api import WebhookApi
+from agent.web.server import WebServer
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Agent:
+    base: str  # the HTTP server
+    root: str  # ~ on MQTT
+    mqtt: Probe
+    factory: DoubleFactory
+    http: aiohttp.ClientSession
+
+    async def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        data = body if isinstance(body, str | bytes) or body is None else json.dumps(body)
+        async with self.http.request(
+            method, f"{self.base}{path}", data=data, headers=AUTH if headers is None else headers
+        ) as response:
+            return response.status, await response.json()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, broker: Mosquitto) -> AsyncIterator[Agent]:
+    factory = DoubleFactory()
+    supervisor = Supervisor(factory)
+    dispatcher = Dispatcher(supervisor, settings)
+    transport = MqttTransport(settings, supervisor, dispatcher)
+    web = WebServer("127.0.0.1", 0)
+    web.add_routes(WebhookApi(settings.api, dispatcher, supervisor).routes())
+    root = settings.topic_root
+    await web.start()
+    try:
+        async with (
+            probe(broker.port, f"{root}/#") as client,
+            aiohttp.ClientSession() as http,
+            asyncio.TaskGroup() as tg,
+        ):
+            supervising = tg.create_task(supervisor.run())
+            tg.create_task(transport.run())
+            await client.wait_for(f"{root}/availability", lambda m: m.payload == b"online")
+            yield Agent(f"http://127.0.0.1:{web.port}", root, client, factory, http)
+            await supervisor.shutdown()
+            await transport.close()
+            supervising.cancel()
+    finally:
+        await web.stop()
+
+
+@pytest.fixture
+def webhook_settings(agent_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    def make(**api: Any) -> Settings:
+        return agent_settings(api={"enabled": True, "token": TOKEN, **api})
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}],
+    ids=["no-token", "wrong-token", "not-bearer"],
+)
+async def test_every_route_needs_the_token(
+    mosquitto: Mosquitto,
+    webhook_settings: Callable[..., Settings],
+    headers: dict[str, str],
+) -> None:
+    async with running(webhook_settings(), mosquitto) as agent:
+        for method, path, command in [
+            ("POST", "/start", "start"),
+            ("POST", "/stop", "stop"),
+            ("GET", "/status", "status"),
+            ("GET", "/health", "health"),
+        ]:
+            status, body = await agent.call(method, path, {"url": "http://x.test/"}, headers)
+            assert status == 401, path
+            assert body == {
+                "ok": False,
+                "command": command,
+                "id": None,
+                "error": {"code": "UNAUTHORIZED", "message": "missing or wrong bearer token"},
+            }
+        assert agent.factory.sessions == []
+
+
+async def test_http_and_mqtt_drive_the_same_supervisor(
+    mosquitto: Mosquitto, webhook_settings: Callable[..., Settings]
+) -> None:
+    async with running(webhook_settings(), mosquitto) as agent:
+        status, started = await agent.call("POST", "/start", {"url": "http://a.test/", "id": "h1"})
+        assert status == 200
+        assert started == {
+            "ok": True,
+            "command": "start",
+            "id": "h1",
+            "session_id": started["session_id"],
+            "changed": True,
+        }
+        # MQTT sees the stream HTTP started...
+        on_mqtt = await agent.mqtt.wait_json(
+            f"{agent.root}/status", lambda s: s["state"] == "streaming"
+        )
+        assert (on_mqtt["session_id"], on_mqtt["url"]) == (started["session_id"], "http://a.test/")
+        # ... and HTTP sees what MQTT does to it.
+        stopped = await agent.mqtt.command(agent.root, "stop", {"id": "m1"})
+        assert stopped["session_id"] == started["session_id"]
+        await agent.mqtt.wait_json(f"{agent.root}/status", lambda s: s["state"] == "idle")
+        status, answer = await agent.call("GET", "/status")
+        assert status == 200
+        assert answer["status"]["state"] == "idle"
+        assert answer["command"] == "status"
+
+        # A bare URL body, as curl -d sends it.
+        status, started = await agent.call("POST", "/start", "http://b.test/")
+        assert (status, started["ok"]) == (200, True)
+        status, answer = await agent.call("GET", "/status")
+        assert answer["status"]["url"] == "http://b.test/"
+        assert answer["session_id"] == started["session_id"]
+        status, stopped = await agent.call("POST", "/stop")
+        assert (status, stopped["changed"], stopped["session_id"]) == (
+            200,
+            True,
+            started["session_id"],
+        )
+        status, health = await agent.call("GET", "/health")
+        assert (status, health["ok"]) == (200, True)
+        assert health["state"] in {"stopping", "idle"}
+
+
+async def test_both_transports_answer_with_the_same_objects(
+    mosquitto: Mosquitto, webhook_settings: Callable[..., Settings]
+) -> None:
+    async with running(webhook_settings(), mosquitto) as agent:
+        for bad in [
+            {"url": "ftp://x.test/", "id": "b1"},
+            {"url": "http://x.test/", "quality": "8k", "id": "b2"},
+            {"url": "http://x.test/", "duration": -1, "id": "b3"},
+            {"url": "http://x.test/", "colour": "red", "id": "b4"},
+        ]:
+            via_mqtt = await agent.mqtt.command(agent.root, "start", bad)
+            status, via_http = await agent.call("POST", "/start", bad)
+            assert status == 400
+            assert via_http == via_mqtt
+            assert via_http["ok"] is False
+        status, empty = await agent.call("POST", "/start", b"")
+        assert (status, empty["error"]["code"]) == (400, "INVALID_PAYLOAD")
+        assert agent.factory.sessions == []
+
+
+async def test_a_repeated_id_is_answered_not_redone_across_transports(
+    mosquitto: Mosquitto, webhook_settings: Callable[..., Settings]
+) -> None:
+    async with running(webhook_settings(), mosquitto) as agent:
+        start = {"url": "http://a.test/", "id": "once"}
+        status, first = await agent.call("POST", "/start", start)
+        assert status == 200
+        again = await agent.mqtt.command(agent.root, "start", start)
+        assert again == first
+        assert len(agent.factory.sessions) == 1
+
+
+async def test_allow_unauthenticated_opens_the_webhook(
+    mosquitto: Mosquitto, webhook_settings: Callable[..., Settings]
+) -> None:
+    settings = webhook_settings(token=None, allow_unauthenticated=True)
+    async with running(settings, mosquitto) as agent:
+        status, started = await agent.call("POST", "/start", {"url": "http://a.test/"}, {})
+        assert (status, started["ok"]) == (200, True)
+
+
+def test_enabling_without_a_token_is_a_config_error(
+    webhook_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(ValueError, match=r"api\.token is required"):
+        webhook_settings(token=None)
