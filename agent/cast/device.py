@@ -83,9 +83,9 @@ class ChromecastDevice:
         target = self._target
         if target is None:
             return
-        if isinstance(event, MediaChanged) and event.player_state is not None:
+        if isinstance(event, MediaChanged):
             target.listener.set_player(player_state=event.player_state, device=self._name)
-        if isinstance(event, ConnectionChanged) and not event.connected:
+        elif _gone(event):
             target.listener.set_player(player_state=None, device=self._name)
         trouble = None if self._showing else self._trouble_in(event, target)
         if trouble:
@@ -279,3 +279,10 @@ class ChromecastDevice:
                 after_s=round(time.monotonic() - lost_at, 1),
             )
             return True
+
+
+def _gone(event: ConnectionChanged | ReceiverChanged) -> bool:
+    """Nothing of ours can be playing: the connection dropped or our app is not running."""
+    if isinstance(event, ConnectionChanged):
+        return not event.connected
+    return event.app_id != APP_MEDIA_RECEIVER
