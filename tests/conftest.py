@@ -24,8 +24,8 @@ from agent.app import run_agent
 from agent.config import Settings
 from agent.supervisor.session import SessionFactory
 
-# The fake Cast device and a tiny live HLS stream (tests/fakecast).
-pytest_plugins = ["fakecast.fixtures"]
+# The fake Cast device and a tiny live HLS stream (tests/fakecast); local test pages.
+pytest_plugins = ["fakecast.fixtures", "support.pages"]
 
 
 @pytest.fixture

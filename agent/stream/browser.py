@@ -36,7 +36,6 @@ def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
         "--kiosk",
         f"--window-size={geometry.width},{geometry.height}",
         "--window-position=0,0",
-        f"--force-device-scale-factor={geometry.zoom:g}",
         "--hide-scrollbars",
         "--no-first-run",
         "--no-default-browser-check",
@@ -96,6 +95,8 @@ class Browser:
             raise PagecastError(ErrorCode.PIPELINE_FAILED, "Chromium is not running")
         context = await self._browser.new_context(no_viewport=True, **auth.context_options(profile))
         try:
+            if self.geometry.zoom != 1:
+                await context.add_init_script(_zoom_script(self.geometry.zoom))
             await auth.apply(context, profile)
             page = await context.new_page()
             # Windows of new contexts are normal windows with a toolbar even in kiosk mode;
@@ -119,6 +120,24 @@ class Browser:
                 await asyncio.wait_for(browser.close(), 10)
             except Exception as exc:
                 logger.debug("closing Chromium: {}", exc)
+
+
+def _zoom_script(zoom: float) -> str:
+    # CSS zoom on the root element, set before the page's first layout. Chromium's own
+    # device-scale flag cannot be used: a fullscreen window then takes the screen's pixel
+    # size as DIPs and overflows the capture area by the zoom factor.
+    return _ZOOM_SCRIPT.replace("ZOOM", f"{zoom:g}")
+
+
+_ZOOM_SCRIPT = """(() => {
+  const apply = () => {
+    const root = document.documentElement;
+    if (root) root.style.setProperty('zoom', 'ZOOM', 'important');
+    return !!root;
+  };
+  if (!apply()) new MutationObserver((_, o) => { if (apply()) o.disconnect(); })
+    .observe(document, {childList: true});
+})();"""
 
 
 class BrowserPage:

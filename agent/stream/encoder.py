@@ -54,6 +54,7 @@ def ffmpeg_args(spec: EncoderSpec, directory: Path, *, append: bool) -> list[str
         FFMPEG,
         "-hide_banner",
         "-nostdin",
+        "-y",  # a restart overwrites the snapshot of the ffmpeg it replaces
         "-loglevel",
         "error",
         "-nostats",

@@ -7,8 +7,8 @@ import asyncio
 from loguru import logger
 from playwright.async_api import Playwright
 
-from agent.config import BrowserSettings
-from agent.stream.browser import Browser, Geometry
+from agent.config import AuthProfile, BrowserSettings
+from agent.stream.browser import Browser, BrowserPage, Geometry
 from agent.stream.display import Display
 
 
@@ -21,10 +21,30 @@ class Screen:
         self.geometry = geometry
         self.display = Display(geometry.width, geometry.height)
         self.browser: Browser | None = None
+        self._spare: BrowserPage | None = None
 
     @property
     def alive(self) -> bool:
         return self.display.alive and self.browser is not None and self.browser.alive
+
+    async def prepare_spare(self) -> None:
+        """Open a fresh context and fullscreen page now, for the next session without auth.
+
+        Only while no session streams: the new window opens on top and would be captured.
+        """
+        if self._spare is None and self.browser is not None and self.browser.alive:
+            self._spare = await self.browser.new_page(None)
+
+    async def take_page(self, profile: AuthProfile | None) -> BrowserPage:
+        """A page in a fresh context: the spare one if it fits, else a new one."""
+        spare, self._spare = self._spare, None
+        if spare is not None and profile is None and spare.alive:
+            return spare
+        if spare is not None:
+            await spare.close()
+        if self.browser is None:
+            raise RuntimeError("screen not started")
+        return await self.browser.new_page(profile)
 
     async def start(self) -> None:
         try:
@@ -36,6 +56,7 @@ class Screen:
 
     async def restart_browser(self) -> Browser:
         """A new Chromium on the same display (after a crash); the display keeps running."""
+        self._spare = None
         if self.browser is not None:
             await self.browser.close()
         self.browser = Browser(self._playwright, self._settings, self.display.name, self.geometry)
@@ -43,6 +64,7 @@ class Screen:
         return self.browser
 
     async def close(self) -> None:
+        self._spare = None
         if self.browser is not None:
             await self.browser.close()
             self.browser = None
@@ -66,7 +88,9 @@ class ScreenKeeper:
     async def warm(self, geometry: Geometry) -> None:
         """Start a screen ahead of the first session (``browser.keep_warm``)."""
         async with self._lock:
-            await self._ensure(geometry)
+            screen = await self._ensure(geometry)
+            if not self._in_use.locked():  # a session may have taken the screen meanwhile
+                await screen.prepare_spare()
 
     async def acquire(self, geometry: Geometry) -> Screen:
         """A live screen at ``geometry`` for exclusive use until release()."""
@@ -86,9 +110,13 @@ class ScreenKeeper:
 
     async def release(self) -> None:
         try:
-            if not self._settings.keep_warm:
-                async with self._lock:
+            async with self._lock:
+                if not self._settings.keep_warm:
                     await self._close_current()
+                elif self._screen is not None:
+                    await self._screen.prepare_spare()
+        except Exception as exc:
+            logger.warning("could not keep the browser warm: {}", exc)
         finally:
             self._in_use.release()
 

@@ -173,12 +173,11 @@ class PipelineSession:
         self._directory.mkdir(parents=True, exist_ok=False)
         self._screen = await self._parts.screens.acquire(self._geometry)
         self._holding_screen = True
-        self._encoder = Encoder(self._encoder_spec(self._screen), self._directory)
-        # ffmpeg starts while the page loads: the first segment then follows the page by less
-        # than a segment. If the page fails, nothing was published or cast.
-        await self._encoder.start()
+        # The page first: the stream then opens on the page, not on a blank window, and a
+        # page that fails to load never costs an encoder.
         await self._open_page()
-        require_running(self._encoder)
+        self._encoder = Encoder(self._encoder_spec(self._screen), self._directory)
+        await self._encoder.start()
         self._parts.web.publish(self._token, self._directory)
         await self._wait_for_segments(1)
         self._listener.set_title(await self._page.title() if self._page else None)
@@ -198,7 +197,6 @@ class PipelineSession:
 
     async def _open_page(self) -> None:
         assert self._screen is not None
-        assert self._screen.browser is not None
         profile = None
         if self._request.auth is not None:
             profile = self._settings.auth.get(self._request.auth)
@@ -208,7 +206,7 @@ class PipelineSession:
                 )
         if self._page is not None:
             await self._page.close()
-        self._page = await self._screen.browser.new_page(profile)
+        self._page = await self._screen.take_page(profile)
         await navigation.load(
             self._page.page, self._request.url, self._settings.stream.page_load_timeout_s
         )

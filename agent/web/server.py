@@ -37,7 +37,8 @@ async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
+        exc.headers.update(_CORS)
+        raise
     response.headers.update(_CORS)
     return response
 

@@ -13,6 +13,8 @@ Pages:
 - ``/dashboard``        a mostly static dashboard (cards, numbers, a clock ticking each second)
 - ``/status/<code>``    answers with that HTTP status (e.g. 404, 500)
 - ``/slow/<seconds>``   answers after a delay (page-load timeouts)
+- ``/size``           title ``<innerWidth>x<innerHeight>`` in CSS pixels (window size)
+- ``/corner``          red, with a 100x100 CSS px green square in the bottom-right corner (zoom)
 - ``/whoami``           page whose title is JSON of what it received: cookie, headers it knows,
                         ``localStorage`` items, and basic-auth user (auth-profile tests)
 """
@@ -80,6 +82,15 @@ _CARDS = "".join(
     ]
 )
 
+_CORNER = """<!doctype html><html><head><title>corner</title></head>
+<body style="margin:0;background:#f00;height:100vh"><div style="position:fixed;right:0;bottom:0;
+width:100px;height:100px;background:#0f0"></div></body></html>"""
+
+_SIZE = """<!doctype html><html><head><title>size</title></head><body><script>
+const show = () => { document.title = innerWidth + 'x' + innerHeight; };
+show(); addEventListener('resize', show);
+</script></body></html>"""
+
 _WHOAMI = """<!doctype html><html><head><title>whoami</title></head><body><script>
 const seen = SEEN;
 const storage = {};
@@ -118,6 +129,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif match := re.fullmatch(r"/slow/(\d+(?:\.\d+)?)", path):
             time.sleep(float(match.group(1)))
             self._send(200, color_page("808080"))
+        elif path == "/corner":
+            self._send(200, _CORNER)
+        elif path == "/size":
+            self._send(200, _SIZE)
         elif path == "/whoami":
             self._whoami()
         else:

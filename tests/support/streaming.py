@@ -1,0 +1,134 @@
+"""Doubles and helpers for driving the real stream backend without the supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.config import Settings
+from agent.errors import PagecastError
+from agent.stream.backend import StreamBackend
+from agent.supervisor.session import SessionListener
+from agent.supervisor.state import EventName
+
+
+@dataclass
+class RecordingListener:
+    """A SessionListener that keeps everything it is told."""
+
+    stream_urls: list[str] = field(default_factory=list)
+    titles: list[str | None] = field(default_factory=list)
+    players: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[EventName, dict[str, Any]]] = field(default_factory=list)
+    endings: list[tuple[PagecastError | None, str]] = field(default_factory=list)
+
+    def set_stream_url(self, stream_url: str) -> None:
+        self.stream_urls.append(stream_url)
+
+    def set_title(self, title: str | None) -> None:
+        self.titles.append(title)
+
+    def set_player(self, *, player_state: str | None, device: str | None) -> None:
+        self.players.append({"player_state": player_state, "device": device})
+
+    def event(self, name: EventName, **data: Any) -> None:
+        self.events.append((name, data))
+
+    def ended(self, error: PagecastError | None, reason: str) -> None:
+        self.endings.append((error, reason))
+
+    def count(self, name: EventName) -> int:
+        return sum(1 for event, _ in self.events if event is name)
+
+
+async def until(check: Callable[[], Any], within: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy; return that."""
+    async with asyncio.timeout(within):
+        while True:
+            result = check()
+            if result:
+                return result
+            await asyncio.sleep(interval)
+
+
+async def until_async(
+    check: Callable[[], Awaitable[Any]], within: float = 10.0, interval: float = 0.1
+) -> Any:
+    async with asyncio.timeout(within):
+        while True:
+            result = await check()
+            if result:
+                return result
+            await asyncio.sleep(interval)
+
+
+class NoDevice:
+    """CastManager for ``cast.device: none``."""
+
+    async def resolve(self, spec: str | None) -> None:
+        return None
+
+
+@dataclass
+class RecordingDevice:
+    """A CastDevice double: records the calls (the real protocol is tested in test_cast)."""
+
+    host: str = "127.0.0.1"
+    name: str = "Test TV"
+    played: list[str] = field(default_factory=list)
+    stops: int = 0
+    on_play: Any = None
+    on_stop: Any = None
+
+    async def play(self, stream_url: str, title: str, listener: SessionListener) -> None:
+        self.played.append(stream_url)
+        if self.on_play is not None:
+            await self.on_play(stream_url)
+        listener.set_player(player_state="PLAYING", device=self.name)
+
+    async def stop(self) -> None:
+        self.stops += 1
+        if self.on_stop is not None:
+            await self.on_stop()
+
+
+@dataclass
+class OneDevice:
+    device: RecordingDevice
+
+    async def resolve(self, spec: str | None) -> RecordingDevice:
+        return self.device
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def stream_settings(work_dir: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "node_id": "pipeline-test",
+        "stream": {"http_port": 0, "work_dir": str(work_dir)},
+        "cast": {"device": "none"},
+        "snapshot": {"interval": 1.0},
+        "homeassistant": {"enabled": False},
+    }
+    return Settings(**_merge(base, overrides))
+
+
+@contextlib.asynccontextmanager
+async def running_backend(
+    work_dir: Path, cast: Any = None, **overrides: Any
+) -> AsyncIterator[StreamBackend]:
+    settings = stream_settings(work_dir, **overrides)
+    async with StreamBackend(settings, cast or NoDevice()) as backend:
+        yield backend

@@ -1,0 +1,408 @@
+"""The live page pipeline with real Xvfb, Chromium, ffmpeg and HTTP (no supervisor, no MQTT).
+
+Each test brings up its own backend (a private display, a browser, a free HTTP port) and
+checks the stream from the outside, the way a Cast receiver sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import re
+import signal
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from loguru import logger
+from support.media import (
+    average_rgb,
+    close_to,
+    fetch,
+    media_playlist,
+    media_playlist_url,
+    probe_streams,
+)
+from support.pages import PageServer
+from support.procs import chromium_browser, named
+from support.streaming import (
+    OneDevice,
+    RecordingDevice,
+    RecordingListener,
+    running_backend,
+    until,
+    until_async,
+)
+
+from agent.errors import ErrorCode, PagecastError
+from agent.stream.address import local_address_towards
+from agent.supervisor.session import StreamRequest
+from agent.supervisor.state import EventName
+
+RED = (255, 0, 0)
+BLUE = (0, 0, 255)
+GREEN = (0, 255, 0)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def request(url: str, quality: str = "720p", **kwargs: object) -> StreamRequest:
+    return StreamRequest(url=url, quality=quality, **kwargs)  # type: ignore[arg-type]
+
+
+async def newest_segment_rgb(master_url: str) -> tuple[int, int, int]:
+    media_url = await asyncio.to_thread(media_playlist_url, master_url)
+    playlist = await asyncio.to_thread(media_playlist, media_url)
+    return await asyncio.to_thread(average_rgb, playlist.segments[-1])
+
+
+async def wait_for_colour(master_url: str, rgb: tuple[int, int, int], within: float = 10) -> None:
+    async def shows() -> bool:
+        return close_to(await newest_segment_rgb(master_url), rgb)
+
+    await until_async(shows, within=within, interval=0.2)
+
+
+def segment_numbers(segments: list[str]) -> list[int]:
+    return [int(re.search(r"seg(\d+)\.ts$", url).group(1)) for url in segments]  # type: ignore[union-attr]
+
+
+def session_dirs(work_dir: Path) -> list[Path]:
+    return [p for p in work_dir.rglob("session-*")]
+
+
+async def test_a_page_streams_as_cast_playable_live_hls_and_switches_in_place(
+    tmp_path: Path, page_server: PageServer
+) -> None:
+    listener = RecordingListener()
+    async with running_backend(tmp_path) as backend:
+        session = backend.create_session("s1", request(page_server.color("ff0000")), listener)
+        await session.start()
+        try:
+            [url] = listener.stream_urls
+            host = urlsplit(url).hostname
+            assert host is not None
+            # Stream-only: the LAN address, never loopback (a TV could not reach it).
+            with_lan = await asyncio.to_thread(_has_lan_address)
+            if with_lan:
+                assert not ipaddress.ip_address(host).is_loopback
+
+            master = await asyncio.to_thread(fetch, url)
+            assert master.status == 200
+            assert master.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+            assert master.headers["Access-Control-Allow-Origin"] == "*"
+            codecs = re.search(r'CODECS="([^"]+)"', master.body.decode())
+            assert codecs is not None
+            video, audio = codecs.group(1).split(",")
+            assert video.startswith("avc1.64")  # H.264 High
+            assert int(video[-2:], 16) <= 41  # level ≤ 4.1
+            assert audio == "mp4a.40.2"  # AAC-LC
+
+            media_url = await asyncio.to_thread(media_playlist_url, url)
+            media = await asyncio.to_thread(fetch, media_url)
+            assert media.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+            assert media.headers["Access-Control-Allow-Origin"] == "*"
+            playlist = await asyncio.to_thread(media_playlist, media_url)
+            segment = await asyncio.to_thread(fetch, playlist.segments[-1])
+            assert segment.status == 200
+            assert segment.headers["Content-Type"] == "video/mp2t"
+            assert segment.headers["Access-Control-Allow-Origin"] == "*"
+
+            streams = await asyncio.to_thread(probe_streams, url)
+            v = next(s for s in streams if s["codec_type"] == "video")
+            a = next(s for s in streams if s["codec_type"] == "audio")
+            assert (v["codec_name"], v["profile"], v["pix_fmt"]) == ("h264", "High", "yuv420p")
+            assert int(v["level"]) <= 41  # type: ignore[call-overload]
+            assert (v["width"], v["height"]) == (1280, 720)
+            assert (a["codec_name"], a["profile"], a["channels"]) == ("aac", "LC", 2)
+            assert close_to(await asyncio.to_thread(average_rgb, playlist.segments[-1]), RED)
+
+            await until(backend.latest_snapshot, within=5)
+            snapshot = await asyncio.to_thread(fetch, url.split("/stream/")[0] + "/snapshot.jpg")
+            assert snapshot.headers["Content-Type"] == "image/jpeg"
+            assert close_to(await asyncio.to_thread(average_rgb, snapshot.body), RED)
+            assert backend.latest_snapshot() == snapshot.body
+
+            figures = session.figures()
+            assert figures is not None
+            assert (figures.fps or 0) > 0
+            assert (figures.bitrate_kbps or 0) > 0
+
+            # Live for 10 s: the window slides, the sequence only grows, no ENDLIST.
+            seen: list[int] = []
+            sequences = []
+            for _ in range(10):
+                await asyncio.sleep(1)
+                current = await asyncio.to_thread(media_playlist, media_url)
+                assert not current.ended
+                sequences.append(current.sequence)
+                seen += segment_numbers(current.segments)
+            assert sequences == sorted(sequences)
+            assert sequences[-1] - sequences[0] >= 5
+
+            # Switch: the same encoder, playlist and URL; the new colour appears.
+            assert session.can_switch(request(page_server.color("0000ff")))
+            assert not session.can_switch(request(page_server.color("0000ff"), "480p"))
+            await session.switch("s2", request(page_server.color("0000ff")))
+            assert listener.titles[-1] == "color 0000ff"
+            await wait_for_colour(url, BLUE)
+            after = await asyncio.to_thread(media_playlist, media_url)
+            seen += segment_numbers(after.segments)
+            numbers = sorted(set(seen))
+            assert numbers == list(range(numbers[0], numbers[-1] + 1)), "a gap in the sequence"
+            assert listener.stream_urls == [url]
+            assert not after.ended
+
+            async def snapshot_is_blue() -> bool:
+                data = backend.latest_snapshot()
+                return data is not None and close_to(
+                    await asyncio.to_thread(average_rgb, data), BLUE
+                )
+
+            await until_async(snapshot_is_blue, within=10)
+            assert not listener.events, "nothing broke, nothing to report"
+        finally:
+            await session.stop()
+
+        # Stopped: the URL is gone, ffmpeg and the session files too; the browser stays warm.
+        assert (await asyncio.to_thread(fetch, url)).status == 404
+        assert (
+            await asyncio.to_thread(fetch, url.split("/stream/")[0] + "/snapshot.jpg")
+        ).status == 404
+        assert not named("ffmpeg")
+        assert chromium_browser()
+        assert len(named("Xvfb")) == 1
+        assert not session_dirs(tmp_path)
+    assert not named("ffmpeg")
+    assert not named("chrom")
+    assert not named("Xvfb")
+    assert not await asyncio.to_thread(lambda: list(tmp_path.iterdir()))
+
+
+def _has_lan_address() -> bool:
+    address = local_address_towards("192.0.2.1")
+    return address is not None and not ipaddress.ip_address(address).is_loopback
+
+
+async def test_killed_parts_heal_on_the_same_url(tmp_path: Path, page_server: PageServer) -> None:
+    listener = RecordingListener()
+    async with running_backend(tmp_path) as backend:
+        session = backend.create_session("s1", request(page_server.color("00ff00")), listener)
+        await session.start()
+        try:
+            [url] = listener.stream_urls
+            media_url = await asyncio.to_thread(media_playlist_url, url)
+            before = await asyncio.to_thread(media_playlist, media_url)
+
+            # Chromium (the browser process; its helpers follow it).
+            [browser] = chromium_browser()
+            os.kill(browser.pid, signal.SIGKILL)
+            await until(lambda: listener.count(EventName.RECOVERED) >= 1, within=20)
+            assert [p.pid for p in chromium_browser()] not in ([], [browser.pid])
+            await wait_for_colour(url, GREEN)
+
+            # ffmpeg: a new one continues the same playlist.
+            [ffmpeg] = named("ffmpeg")
+            os.kill(ffmpeg.pid, signal.SIGKILL)
+            await until(lambda: listener.count(EventName.RECOVERED) >= 2, within=20)
+            assert [p.pid for p in named("ffmpeg")] != [ffmpeg.pid]
+            await wait_for_colour(url, GREEN)
+
+            # Xvfb: display, browser and ffmpeg all come back.
+            [xvfb] = named("Xvfb")
+            os.kill(xvfb.pid, signal.SIGKILL)
+            await until(lambda: listener.count(EventName.RECOVERED) >= 3, within=30)
+            await wait_for_colour(url, GREEN)
+
+            after = await asyncio.to_thread(media_playlist, media_url)
+            # Numbering carries on across the three restarts: never back, never repeated.
+            numbers = segment_numbers(after.segments)
+            assert numbers == sorted(set(numbers))
+            assert numbers[-1] > segment_numbers(before.segments)[-1]
+            assert after.sequence >= before.sequence
+            assert not after.ended
+            text = (await asyncio.to_thread(fetch, media_url)).body.decode()
+            assert "#EXT-X-DISCONTINUITY" in text
+            assert listener.stream_urls == [url]
+            assert not listener.endings
+            recovered = [data for name, data in listener.events if name is EventName.RECOVERED]
+            assert all(data["reason"] for data in recovered)
+            figures = session.figures()
+            assert figures is not None
+            assert figures.restarts == 3
+        finally:
+            await session.stop()
+        assert not named("ffmpeg")
+        assert not session_dirs(tmp_path)
+    assert not named("chrom")
+    assert not named("Xvfb")
+
+
+async def test_a_pipeline_that_keeps_dying_ends_the_session(
+    tmp_path: Path, page_server: PageServer
+) -> None:
+    listener = RecordingListener()
+    async with running_backend(tmp_path, stream={"max_restarts": 0}) as backend:
+        session = backend.create_session("s1", request(page_server.color("ff0000")), listener)
+        await session.start()
+        try:
+            [ffmpeg] = named("ffmpeg")
+            os.kill(ffmpeg.pid, signal.SIGKILL)
+            await until(lambda: listener.endings, within=10)
+            [(error, _reason)] = listener.endings
+            assert error is not None
+            assert error.code is ErrorCode.PIPELINE_FAILED
+            assert "restarts" in error.message
+            assert not listener.events
+        finally:
+            await session.stop()
+        assert not named("ffmpeg")
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/status/404", "HTTP 404"),
+        ("refused", "connection refused"),
+        ("/slow/5", "timed out after 1s"),
+        ("http://pagecast-test.invalid/", "ERR_NAME_NOT_RESOLVED"),
+    ],
+)
+async def test_a_page_that_does_not_load_is_never_cast(
+    tmp_path: Path, page_server: PageServer, path: str, reason: str
+) -> None:
+    if path == "refused":
+        url = f"http://127.0.0.1:{_closed_port()}/"
+    elif path.startswith("/"):
+        url = page_server.url(path)
+    else:
+        url = path
+    device = RecordingDevice()
+    listener = RecordingListener()
+    async with running_backend(
+        tmp_path, cast=OneDevice(device), stream={"page_load_timeout_s": 1}
+    ) as backend:
+        session = backend.create_session("s1", request(url), listener)
+        with pytest.raises(PagecastError) as failure:
+            await session.start()
+        await session.stop()
+        assert failure.value.code is ErrorCode.PAGE_LOAD_FAILED
+        assert reason in failure.value.message
+        assert not device.played
+        assert not listener.stream_urls
+        assert not named("ffmpeg")
+        assert not session_dirs(tmp_path)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_casting_loads_a_reachable_url_after_segments_and_stops_the_device_first(
+    tmp_path: Path, page_server: PageServer
+) -> None:
+    listener = RecordingListener()
+    device = RecordingDevice(host="127.0.0.1")
+    observed: dict[str, object] = {}
+
+    async def on_play(stream_url: str) -> None:
+        media = await asyncio.to_thread(
+            media_playlist, await asyncio.to_thread(media_playlist_url, stream_url)
+        )
+        observed["segments_at_load"] = len(media.segments)
+
+    async def on_stop() -> None:
+        observed["ffmpeg_running_at_device_stop"] = bool(named("ffmpeg"))
+
+    device.on_play, device.on_stop = on_play, on_stop
+    async with running_backend(tmp_path, cast=OneDevice(device)) as backend:
+        session = backend.create_session("s1", request(page_server.color("ff0000")), listener)
+        await session.start()
+        await session.stop()
+        await session.stop()  # idempotent
+    [played] = device.played
+    assert listener.stream_urls == [played]
+    # The device is on loopback, so loopback is what reaches it.
+    assert urlsplit(played).hostname == "127.0.0.1"
+    assert observed["segments_at_load"] >= 2  # type: ignore[operator]
+    assert device.stops == 1
+    assert observed["ffmpeg_running_at_device_stop"] is True
+    assert listener.players[-1] == {"player_state": "PLAYING", "device": "Test TV"}
+
+
+async def test_quality_zoom_and_cold_browser(tmp_path: Path, page_server: PageServer) -> None:
+    tiny = {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600, "zoom": 2.0}
+    listener = RecordingListener()
+    async with running_backend(
+        tmp_path, browser={"keep_warm": False}, qualities={"tiny": tiny}
+    ) as backend:
+        await asyncio.sleep(0.2)
+        assert not named("chrom"), "keep_warm off: no browser before a start"
+        session = backend.create_session(
+            "s1", request(page_server.url("/corner"), "tiny"), listener
+        )
+        await session.start()
+        try:
+            url = listener.stream_urls[0]
+            streams = await asyncio.to_thread(probe_streams, url)
+            v = next(s for s in streams if s["codec_type"] == "video")
+            assert (v["width"], v["height"]) == (640, 360)
+            media_url = await asyncio.to_thread(media_playlist_url, url)
+            newest = (await asyncio.to_thread(media_playlist, media_url)).segments[-1]
+            # Zoom 2: the 100 px square covers 200x200 video pixels in the corner, and the
+            # page still fits the window exactly (the square touches the edges).
+            corner = await asyncio.to_thread(average_rgb, newest, "40:40:600:320")
+            zoomed_part = await asyncio.to_thread(average_rgb, newest, "40:40:460:180")
+            left = await asyncio.to_thread(average_rgb, newest, "40:40:0:0")
+            assert close_to(corner, GREEN)
+            assert close_to(zoomed_part, GREEN)
+            assert close_to(left, RED)
+        finally:
+            await session.stop()
+        assert not named("chrom")
+        assert not named("Xvfb")
+        assert not named("ffmpeg")
+
+
+async def test_auth_profile_reaches_its_origin_and_stays_secret(tmp_path: Path) -> None:
+    logs: list[str] = []
+    sink = logger.add(logs.append, level="TRACE", format="{message} {extra}")
+    secrets = ["cookie-secret-1", "header-secret-2", "storage-secret-3", "basic-secret-4"]
+    listener = RecordingListener()
+    try:
+        with PageServer(require_basic=True) as pages:
+            profile = {
+                "origin": pages.origin,
+                "cookies": [{"name": "session", "value": secrets[0]}],
+                "headers": {"X-Token": secrets[1]},
+                "local_storage": {"hassTokens": secrets[2]},
+                "basic": {"username": "viewer", "password": secrets[3]},
+            }
+            async with running_backend(tmp_path, auth={"home": profile}) as backend:
+                session = backend.create_session(
+                    "s1", request(pages.url("/whoami"), auth="home"), listener
+                )
+                await session.start()
+                await session.stop()
+                unknown = backend.create_session(
+                    "s2", request(pages.url("/whoami"), auth="nope"), listener
+                )
+                with pytest.raises(PagecastError) as failure:
+                    await unknown.start()
+                await unknown.stop()
+                assert failure.value.code is ErrorCode.INVALID_PAYLOAD
+    finally:
+        logger.remove(sink)
+    seen = json.loads(listener.titles[-1] or "{}")
+    assert seen["cookie"] == f"session={secrets[0]}"
+    assert seen["x_token"] == secrets[1]
+    assert seen["localStorage"] == {"hassTokens": secrets[2]}
+    assert seen["basic_user"] == "viewer"
+    assert logs
+    for secret in secrets:
+        assert not any(secret in line for line in logs), f"{secret} leaked into the log"
