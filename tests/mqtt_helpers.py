@@ -54,12 +54,15 @@ class Mosquitto:
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n{self.listener_opts}\n"
             "allow_anonymous true\npersistence false\n"
-            f"log_dest file {self.directory / 'mosquitto.log'}\nlog_type all\n"
+            "log_dest stderr\nlog_type all\n"
             "max_queued_messages 100000\n"
             f"{self.extra_conf}\n"
         )
         for _ in range(50):
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)])
+            with (self.directory / "mosquitto.log").open("ab") as log:
+                self.process = subprocess.Popen(
+                    [MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+                )
             with contextlib.suppress(TimeoutError):
                 wait_for_port(self.port)
             if self.process.poll() is None:
@@ -142,6 +145,10 @@ class Probe:
             while (found := find()) is None:
                 await self._changed.wait()
             return found
+
+    async def wait_until(self, check: Callable[[], bool], *, within: float = 5.0) -> None:
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(check)
 
     async def wait_json(
         self,
