@@ -1,0 +1,160 @@
+"""The agent's life around the broker: reconnects, the will, signals, a clean goodbye."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from agent_double import START_DELAY_ENV
+from conftest import StartAgent
+from mqtt_helpers import CuttableLink, Mosquitto, probe
+
+from agent.config import Settings
+
+DOUBLE_AGENT = Path(__file__).with_name("agent_double.py")
+
+
+async def test_broker_restart_agent_back_within_3s(
+    mosquitto: Mosquitto, agent_settings: Callable[..., Settings], start_agent: StartAgent
+) -> None:
+    settings = agent_settings(mqtt={"heartbeat_interval": 0.5})
+    root = settings.topic_root
+    async with start_agent(settings) as agent:
+        async with probe(mosquitto.port, f"{root}/response/#") as client:
+            started = await client.command(root, "start", "http://a/before")
+        mosquitto.kill()
+        await asyncio.sleep(1.0)  # the agent retries against a dead port meanwhile
+        mosquitto.start()
+        async with probe(mosquitto.port, f"{root}/#") as client:
+            online = await client.wait_for(
+                f"{root}/availability", lambda m: m.payload == b"online", within=3
+            )
+            assert online.at - mosquitto.started_at < 3.0
+            # Republished from the agent's own state: the broker had forgotten everything.
+            status = client.messages(f"{root}/status")[-1].json()
+            assert status["state"] == "streaming"
+            assert status["session_id"] == started["session_id"]
+            assert client.messages(f"{root}/info")
+            beat = await client.wait_json(f"{root}/heartbeat", lambda b: b["mqtt_reconnects"] == 1)
+            assert beat["state"] == "streaming"
+            response = await client.command(root, "stop", "")
+            assert response["changed"]
+        assert len(agent.factory.sessions) == 1
+
+
+async def test_command_sent_while_disconnected_is_not_run_later(
+    mosquitto: Mosquitto, agent_settings: Callable[..., Settings], start_agent: StartAgent
+) -> None:
+    link = CuttableLink(mosquitto.port)
+    await link.start()
+    settings = agent_settings(mqtt={"port": link.port})
+    root = settings.topic_root
+    try:
+        async with (
+            probe(mosquitto.port, f"{root}/#") as client,
+            start_agent(settings) as agent,
+        ):
+            since = client.mark()
+            link.cut()
+            # An unclean loss: the broker publishes the will for us.
+            await client.wait_for(f"{root}/availability", lambda m: m.payload == b"offline")
+            await client.publish(f"{root}/cmd/start", b'{"url": "http://a/queued", "id": "q"}')
+            link.restore()
+            await client.wait_for(
+                f"{root}/availability", lambda m: m.payload == b"online", since=since, within=5
+            )
+            response = await client.command(root, "status", {"id": "after"})
+            assert response["status"]["state"] == "idle"
+            assert client.messages(f"{root}/response/start", since=since) == []
+            assert agent.factory.sessions == []
+    finally:
+        await link.close()
+
+
+@pytest.fixture
+def spawn_agent(
+    tmp_path: Path, agent_settings: Callable[..., Settings]
+) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], Settings]]]:
+    """``python tests/agent_double.py``: the real agent as a process, the double inside."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> tuple[subprocess.Popen[bytes], Settings]:
+        settings = agent_settings()
+        config = tmp_path / f"{uuid.uuid4().hex}.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "node_id": settings.node_id,
+                    "mqtt": {"host": "127.0.0.1", "port": settings.mqtt.port},
+                    "cast": {"device": "none"},
+                    "homeassistant": {"enabled": False},
+                }
+            )
+        )
+        log = (tmp_path / "agent.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, str(DOUBLE_AGENT), "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={"PATH": "/usr/bin:/bin", START_DELAY_ENV: "0.05"},
+        )
+        log.close()
+        processes.append(process)
+        return process, settings
+
+    yield spawn
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait(5)
+
+
+async def test_kill_9_makes_the_broker_publish_offline(
+    mosquitto: Mosquitto, spawn_agent: Callable[[], tuple[subprocess.Popen[bytes], Settings]]
+) -> None:
+    process, settings = spawn_agent()
+    root = settings.topic_root
+    async with probe(mosquitto.port, f"{root}/#") as client:
+        await client.wait_for(f"{root}/availability", lambda m: m.payload == b"online", within=15)
+        since = client.mark()
+        process.send_signal(signal.SIGKILL)
+        process.wait(5)
+        offline = await client.wait_for(f"{root}/availability", since=since)
+        assert offline.payload == b"offline"
+
+
+async def test_sigterm_stops_the_stream_and_says_offline(
+    mosquitto: Mosquitto,
+    spawn_agent: Callable[[], tuple[subprocess.Popen[bytes], Settings]],
+    tmp_path: Path,
+) -> None:
+    process, settings = spawn_agent()
+    root = settings.topic_root
+    async with probe(mosquitto.port, f"{root}/#") as client:
+        await client.wait_for(f"{root}/availability", lambda m: m.payload == b"online", within=15)
+        await client.command(root, "start", "http://a/term")
+        await client.wait_json(f"{root}/status", lambda s: s["state"] == "streaming")
+        since = client.mark()
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        offline = await client.wait_for(
+            f"{root}/availability", lambda m: m.payload == b"offline", since=since, within=5
+        )
+        assert process.wait(5) == 0
+        assert time.monotonic() - sent < 5
+        statuses = [m.json() for m in client.messages(f"{root}/status", since=since)]
+        assert statuses[-1]["state"] == "idle"
+        last_status = client.messages(f"{root}/status", since=since)[-1]
+        assert last_status.at <= offline.at
+        stopped = await client.wait_json(f"{root}/event", lambda e: e["event"] == "stopped")
+        assert stopped["reason"] == "shutdown"
+    # The agent said goodbye itself (a clean disconnect, so the will never fired).
+    assert "published offline" in (tmp_path / "agent.log").read_text()
