@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from mqtt_helpers import Mosquitto, probe
+from test_webhook import Agent, running
 
 from agent.commands.parse import decode, parse_start, parse_stop
-from agent.config import Settings
+from agent.config import HomeAssistantSettings, Settings
 from agent.extensions.homeassistant import (
     MAX_STATE,
     HomeAssistantDiscovery,
@@ -250,3 +252,139 @@ async def test_home_assistant_birth_triggers_one_republish(payload: bytes, answe
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+# -- through the broker, the way Home Assistant uses it -------------------------------------
+
+
+class HomeAssistantClient:
+    """Does with the discovery document what HA does: read it, render states, send commands."""
+
+    def __init__(self, agent: Agent, config: Settings) -> None:
+        self.agent = agent
+        self.topic = discovery_topic(config)
+
+    async def discover(self, since: int = 0) -> dict[str, Any]:
+        message = await self.agent.mqtt.wait_for(self.topic, lambda m: bool(m.payload), since=since)
+        document: dict[str, Any] = message.json()
+        return document
+
+    def last_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.agent.mqtt.messages(f"{self.agent.root}/status")[-1].json()
+        return status
+
+    def state_of(self, component: Mapping[str, Any]) -> str | None:
+        message = self.agent.mqtt.messages(component["state_topic"])[-1]
+        return ha_state(component, message.payload)
+
+    async def set_value(self, component: Mapping[str, Any], value: str) -> int:
+        """A user sets a text or select; its attributes are the last ~/status.
+
+        Returns a mark: status_where(since=mark) sees only what followed.
+        """
+        mark = self.agent.mqtt.mark()
+        payload = ha_command(component, value, self.last_status())
+        await self.agent.mqtt.publish(component["command_topic"], payload, qos=1)
+        return mark
+
+    async def press(self, button: Mapping[str, Any]) -> int:
+        mark = self.agent.mqtt.mark()
+        await self.agent.mqtt.publish(button["command_topic"], button["payload_press"], qos=1)
+        return mark
+
+    async def status_where(
+        self, predicate: Callable[[dict[str, Any]], bool], since: int
+    ) -> dict[str, Any]:
+        found: dict[str, Any] = await self.agent.mqtt.wait_json(
+            f"{self.agent.root}/status", predicate, since=since
+        )
+        return found
+
+
+async def test_home_assistant_sees_the_device_and_drives_it(
+    mosquitto: Mosquitto, agent_settings: Callable[..., Settings]
+) -> None:
+    config = agent_settings(homeassistant={"enabled": True})
+    extension = HomeAssistantDiscovery(config)
+    async with running(config, mosquitto, [extension], ["homeassistant/#"]) as agent:
+        ha = HomeAssistantClient(agent, config)
+        document = await ha.discover()
+        components = document["components"]
+        assert all(
+            c["unique_id"].startswith(f"pagecast_{config.node_id}_") for c in components.values()
+        )
+        for component in components.values():
+            if "command_topic" in component:
+                assert component["command_topic"].startswith(f"{agent.root}/cmd/")
+        (availability,) = document["availability"]
+        online = agent.mqtt.messages(availability["topic"])[-1]
+        assert online.payload == b"online"
+        assert ha.state_of(components["state"]) == "idle"
+
+        # Type a URL into the Page text.
+        mark = await ha.set_value(components["page"], "http://dash.test/kiosk")
+        status = await ha.status_where(lambda s: s["state"] == "streaming", mark)
+        assert status["url"] == "http://dash.test/kiosk"
+        assert ha.state_of(components["state"]) == "streaming"
+        assert ha.state_of(components["url"]) == "http://dash.test/kiosk"
+        assert ha.state_of(components["player_state"]) == "PLAYING"
+        (session,) = agent.factory.alive
+        assert session.request.url == "http://dash.test/kiosk"
+
+        # Choose another quality: the same page again, at that quality.
+        mark = await ha.set_value(components["quality"], "480p")
+        status = await ha.status_where(
+            lambda s: s["state"] == "streaming" and s["quality"] == "480p", mark
+        )
+        assert status["url"] == "http://dash.test/kiosk"
+        assert ha.state_of(components["quality"]) == "480p"
+
+        # Press Stop.
+        mark = await ha.press(components["stop"])
+        await ha.status_where(lambda s: s["state"] == "idle", mark)
+        assert ha.state_of(components["state"]) == "idle"
+        assert ha.state_of(components["url"]) is None
+        assert agent.factory.alive == []
+        responses = [m.json() for m in agent.mqtt.messages(f"{agent.root}/response/stop")]
+        assert responses[-1]["ok"] is True
+
+
+async def test_home_assistant_restart_gets_everything_again(
+    mosquitto: Mosquitto, agent_settings: Callable[..., Settings]
+) -> None:
+    config = agent_settings(homeassistant={"enabled": True})
+    extension = HomeAssistantDiscovery(config)
+    async with running(config, mosquitto, [extension], ["homeassistant/#"]) as agent:
+        ha = HomeAssistantClient(agent, config)
+        first = await ha.discover()
+        mark = agent.mqtt.mark()
+        born = asyncio.get_running_loop().time()
+        await agent.mqtt.publish("homeassistant/status", "online", qos=1)
+        again = await agent.mqtt.wait_for(ha.topic, since=mark, within=8)
+        waited = asyncio.get_running_loop().time() - born
+        assert again.json() == first
+        assert 0.9 <= waited <= 6.0  # a random 1-5 s, so a fleet does not answer at once
+        await agent.mqtt.wait_for(f"{agent.root}/status", since=mark)
+        await agent.mqtt.wait_for(
+            f"{agent.root}/availability", lambda m: m.payload == b"online", since=mark
+        )
+
+
+async def test_disabling_discovery_removes_the_device(
+    mosquitto: Mosquitto, agent_settings: Callable[..., Settings]
+) -> None:
+    config = agent_settings(homeassistant={"enabled": True})
+    async with running(config, mosquitto, [HomeAssistantDiscovery(config)]) as agent:
+        pass
+    disabled = config.model_copy(update={"homeassistant": HomeAssistantSettings(enabled=False)})
+    async with running(
+        disabled, mosquitto, [HomeAssistantDiscovery(disabled)], [discovery_topic(config)]
+    ) as agent:
+        # The watcher subscribed before the agent connected: the retained document first...
+        removal = await agent.mqtt.wait_for(discovery_topic(config), lambda m: m.payload == b"")
+        assert agent.mqtt.messages(discovery_topic(config))[0].payload != b""
+        assert removal.payload == b""
+    # ... and nothing is retained any more for an HA that starts later.
+    async with probe(mosquitto.port, discovery_topic(config)) as later:
+        with pytest.raises(TimeoutError):
+            await later.wait_for(discovery_topic(config), within=0.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from mqtt_helpers import Mosquitto, Probe, probe
 from agent.commands import Dispatcher
 from agent.config import Settings
 from agent.supervisor.supervisor import Supervisor
-from agent.transport.mqtt import MqttTransport
+from agent.transport.mqtt import MqttExtension, MqttTransport
 from agent.web.api import WebhookApi
 from agent.web.server import WebServer
 
@@ -49,28 +49,40 @@ class Agent:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, broker: Mosquitto) -> AsyncIterator[Agent]:
+async def running(
+    settings: Settings,
+    broker: Mosquitto,
+    extensions: Sequence[MqttExtension] = (),
+    also_watch: Sequence[str] = (),
+) -> AsyncIterator[Agent]:
+    """The agent's parts wired as the agent wires them, with the webhook always mounted.
+
+    ``mqtt`` is a client watching ``~/#`` and ``also_watch``, subscribed before the agent
+    connects, so it sees every message the agent publishes.
+    """
     factory = DoubleFactory()
     supervisor = Supervisor(factory)
     dispatcher = Dispatcher(supervisor, settings)
-    transport = MqttTransport(settings, supervisor, dispatcher)
+    transport = MqttTransport(settings, supervisor, dispatcher, extensions=extensions)
     web = WebServer("127.0.0.1", 0)
     web.add_routes(WebhookApi(settings.api, dispatcher, supervisor).routes())
     root = settings.topic_root
     await web.start()
     try:
         async with (
-            probe(broker.port, f"{root}/#") as client,
+            probe(broker.port, f"{root}/#", *also_watch) as client,
             aiohttp.ClientSession() as http,
             asyncio.TaskGroup() as tg,
         ):
             supervising = tg.create_task(supervisor.run())
             tg.create_task(transport.run())
             await client.wait_for(f"{root}/availability", lambda m: m.payload == b"online")
-            yield Agent(f"http://127.0.0.1:{web.port}", root, client, factory, http)
-            await supervisor.shutdown()
-            await transport.close()
-            supervising.cancel()
+            try:
+                yield Agent(f"http://127.0.0.1:{web.port}", root, client, factory, http)
+            finally:
+                await supervisor.shutdown()
+                await transport.close()
+                supervising.cancel()
     finally:
         await web.stop()
 
