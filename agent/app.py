@@ -10,11 +10,16 @@ from contextlib import AsyncExitStack, contextmanager
 from loguru import logger
 
 from agent import __version__
+from agent.cast.manager import ChromecastManager
 from agent.commands import Dispatcher
 from agent.config import Settings
+from agent.extensions.homeassistant import HomeAssistantDiscovery
+from agent.extensions.snapshot_mqtt import SnapshotPublisher
+from agent.stream.backend import StreamBackend
 from agent.supervisor.session import SessionFactory
 from agent.supervisor.supervisor import Supervisor
-from agent.transport.mqtt import MqttTransport
+from agent.transport.mqtt import MqttExtension, MqttTransport
+from agent.web.api import WebhookApi
 
 # SIGTERM → exit within 5 s: most of it for the stream to stop, the rest to say goodbye.
 STREAM_STOP_BUDGET_S = 3.5
@@ -34,23 +39,46 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+async def _open_backend(
+    settings: Settings, stack: AsyncExitStack, extensions: list[MqttExtension]
+) -> tuple[StreamBackend, SessionFactory]:
+    """The real streams: casting, then the pipeline (HTTP server, browser) that uses it.
+
+    Returned un-entered so that HTTP routes can be added first; the caller enters it.
+    """
+    cast = await stack.enter_async_context(ChromecastManager(settings.cast))
+    backend = StreamBackend(settings, cast)
+    if settings.snapshot.mqtt:
+        extensions.append(SnapshotPublisher(backend.snapshots, backend.latest_snapshot))
+    return backend, backend.create_session
+
+
 async def run_agent(
     settings: Settings,
     *,
-    session_factory: SessionFactory,
+    session_factory: SessionFactory | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or until ``stop`` is set, when given), then shut down cleanly.
 
-    ``session_factory`` makes the stream sessions (tests drive a double through it).
+    ``session_factory`` replaces the real stream backend (tests drive a double through it).
     """
     stop_requested = stop or asyncio.Event()
     async with AsyncExitStack() as stack:
         if stop is None:
             stack.enter_context(_stop_on_signals(stop_requested))
+        # Always there: disabled, it withdraws the device from Home Assistant.
+        extensions: list[MqttExtension] = [HomeAssistantDiscovery(settings)]
+        backend: StreamBackend | None = None
+        if session_factory is None:
+            backend, session_factory = await _open_backend(settings, stack, extensions)
         supervisor = Supervisor(session_factory)
         dispatcher = Dispatcher(supervisor, settings)
-        transport = MqttTransport(settings, supervisor, dispatcher)
+        if backend is not None:
+            if settings.api.enabled:
+                backend.web.add_routes(WebhookApi(settings.api, dispatcher, supervisor).routes())
+            await stack.enter_async_context(backend)
+        transport = MqttTransport(settings, supervisor, dispatcher, extensions=extensions)
         logger.info("pagecast {} starting as {}", __version__, settings.topic_root)
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(supervisor.run(), name="supervisor")

@@ -1,0 +1,83 @@
+"""``pagecast [run] [--config PATH]``, ``pagecast check-config``; bad config → exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+import yaml
+
+from agent import __version__
+from agent.app import run_agent
+from agent.cast.discovery import discover_devices, format_devices
+from agent.config import ConfigError, Settings, load_settings, resolve_config_path
+from agent.logs import setup_logging
+
+EXIT_CONFIG = 2
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    setup_logging(settings.log)
+    asyncio.run(run_agent(settings))
+    return 0
+
+
+def _check_config(settings: Settings, args: argparse.Namespace) -> int:
+    path, _ = resolve_config_path(args.config)
+    source = str(path) if path.exists() else f"{path} (not found: defaults and environment)"
+    print(f"# pagecast {__version__}: resolved config from {source}; secrets masked")
+    print(yaml.safe_dump(settings.public_dict(), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def _discover(settings: Settings, args: argparse.Namespace) -> int:
+    cast = settings.cast
+    print(format_devices(asyncio.run(discover_devices(cast.known_hosts, cast.discovery_timeout))))
+    return 0
+
+
+# Subcommands: name → (help, handler).
+SUBCOMMANDS: dict[str, tuple[str, Handler]] = {
+    "run": ("run the agent (the default)", _run),
+    "check-config": ("print the resolved config with secrets masked", _check_config),
+    "discover": ("list Cast devices (mDNS and cast.known_hosts) and exit", _discover),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    config = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's own default must not overwrite ``pagecast --config X run``.
+    config.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="YAML config file (default: $PAGECAST_CONFIG, else ./config.yaml)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="pagecast",
+        description="Put a live web page on a Google Cast screen when an MQTT message asks.",
+        parents=[config],
+    )
+    parser.add_argument("--version", action="version", version=f"pagecast {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, _) in SUBCOMMANDS.items():
+        commands.add_parser(name, help=help_text, parents=[config])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.config = getattr(args, "config", None)
+    command = args.command or "run"
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"pagecast: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _, handler = SUBCOMMANDS[command]
+    return handler(settings, args)
