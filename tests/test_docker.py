@@ -210,6 +210,13 @@ async def test_healthcheck_follows_healthz(healthz_server: tuple[int, dict[str, 
     assert await run_healthcheck(port) != 0
 
 
+def test_healthcheck_and_expose_use_the_default_http_port() -> None:
+    default = str(Settings(node_id="x").stream.http_port)
+    (healthcheck,) = arguments("HEALTHCHECK")
+    assert f"'{default}'" in healthcheck
+    assert arguments("EXPOSE") == [default]
+
+
 async def test_healthcheck_fails_when_nothing_listens(unused_tcp_port: int) -> None:
     assert await run_healthcheck(unused_tcp_port) != 0
 
