@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from playwright.async_api import Error as PlaywrightError
@@ -36,6 +37,14 @@ async def load(page: Page, url: str, timeout_s: float) -> None:
     if response is not None and response.status >= 400:
         reason = f"HTTP {response.status} {response.status_text}".strip()
         raise _failed(url, reason)
+    # "load" can come before the first paint; two animation frames later the page is on
+    # screen, so the capture does not open on an empty window.
+    # A page that navigated away meanwhile is painting something anyway.
+    with contextlib.suppress(PlaywrightError):
+        await page.evaluate(_PAINTED)
+
+
+_PAINTED = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
 
 
 def describe(message: str) -> str:

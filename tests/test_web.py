@@ -1,0 +1,122 @@
+"""The HTTP server on its own: stream files, content types, CORS, 404s, health, snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agent.web.server import WebServer
+
+TOKEN = "s3cr3t-token-abcdefghij"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[WebServer, str]]:
+    (tmp_path / "stream").mkdir()
+    (tmp_path / "stream" / "index.m3u8").write_text("#EXTM3U\n")
+    (tmp_path / "stream" / "seg7.ts").write_bytes(b"\x47" * 188)
+    (tmp_path / "stream" / "snapshot.jpg").write_bytes(b"\xff\xd8jpeg")
+    (tmp_path / "secret.txt").write_text("do not serve")
+    web_server = WebServer("127.0.0.1", 0)
+
+    async def extra(_request: web.Request) -> web.Response:
+        return web.json_response({"extra": True})
+
+    web_server.add_routes([web.get("/extra", extra)])
+    web_server.publish(TOKEN, tmp_path / "stream")
+    await web_server.start()
+    try:
+        yield web_server, f"http://127.0.0.1:{web_server.port}"
+    finally:
+        await web_server.stop()
+
+
+async def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, allow_redirects=False) as response,
+    ):
+        return response.status, dict(response.headers), await response.read()
+
+
+async def test_stream_files_have_their_content_types_and_cors(
+    server: tuple[WebServer, str],
+) -> None:
+    _, base = server
+    status, headers, body = await get(f"{base}/stream/{TOKEN}/index.m3u8")
+    assert (status, body) == (200, b"#EXTM3U\n")
+    assert headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert headers["Cache-Control"] == "no-cache"
+    status, headers, body = await get(f"{base}/stream/{TOKEN}/seg7.ts")
+    assert (status, len(body)) == (200, 188)
+    assert headers["Content-Type"] == "video/mp2t"  # not text/vnd.trolltech.linguist
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    status, headers, _ = await get(f"{base}/stream/{TOKEN}/seg7.ts", "HEAD")
+    assert (status, headers["Content-Type"]) == (200, "video/mp2t")
+    status, headers, _ = await get(f"{base}/stream/{TOKEN}/index.m3u8", "OPTIONS")
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/stream/",
+        "/stream/wrong-token/index.m3u8",
+        f"/stream/{TOKEN}/missing.ts",
+        f"/stream/{TOKEN}/snapshot.jpg",  # in the directory, but not a stream file
+        f"/stream/{TOKEN}/..%2Fsecret.txt",
+        f"/stream/{TOKEN}/%2E%2E/secret.txt",
+        f"/stream/{TOKEN}/../secret.txt",
+        f"/stream/{TOKEN}/..",
+        "/stream/../secret.txt",
+        "/secret.txt",
+    ],
+)
+async def test_everything_else_is_404_with_cors(server: tuple[WebServer, str], path: str) -> None:
+    _, base = server
+    status, headers, body = await get(base + path)
+    assert status == 404
+    assert b"do not serve" not in body
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_unpublished_streams_disappear(server: tuple[WebServer, str]) -> None:
+    web_server, base = server
+    web_server.unpublish(TOKEN)
+    status, _, _ = await get(f"{base}/stream/{TOKEN}/index.m3u8")
+    assert status == 404
+
+
+async def test_health_snapshot_and_added_routes(server: tuple[WebServer, str]) -> None:
+    web_server, base = server
+    status, headers, body = await get(f"{base}/healthz")
+    assert (status, body) == (200, b'{"ok": true}')
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    status, _, _ = await get(f"{base}/snapshot.jpg")
+    assert status == 404  # nothing streams
+    web_server.set_snapshot_source(lambda: b"\xff\xd8picture")
+    status, headers, body = await get(f"{base}/snapshot.jpg")
+    assert (status, body, headers["Content-Type"]) == (200, b"\xff\xd8picture", "image/jpeg")
+    assert headers["Cache-Control"] == "no-store"
+    status, headers, body = await get(f"{base}/extra")
+    assert (status, body) == (200, b'{"extra": true}')
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_http_port_zero_picks_a_free_port() -> None:
+    first, second = WebServer("127.0.0.1", 0), WebServer("127.0.0.1", 0)
+    await first.start()
+    await second.start()
+    try:
+        assert first.port != second.port
+        assert all(port > 0 for port in (first.port, second.port))
+    finally:
+        await asyncio.gather(first.stop(), second.stop())
