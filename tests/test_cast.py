@@ -273,3 +273,27 @@ async def test_a_device_that_stops_answering_pings_is_reconnected(
 )
 def test_device_spec(text: str, expected: DeviceSpec | None) -> None:
     assert parse_device_spec(text) == expected
+
+
+async def test_a_stop_from_another_sender_is_respected(
+    manager: ChromecastManager, fake_tv: FakeCastDevice, live_hls: LiveHlsServer
+) -> None:
+    _, listener = await playing(manager, live_hls)
+    await fake_tv.other_sender_stop()
+    await listener.wait_until(lambda: listener.endings, within_s=10)
+    assert listener.endings == [(None, "taken_over")]
+    assert listener.player_states[-1] == "IDLE"
+
+
+async def test_a_device_away_for_long_gets_a_fresh_connection_on_play(
+    manager: ChromecastManager, fake_tv: FakeCastDevice, live_hls: LiveHlsServer
+) -> None:
+    device, _ = await playing(manager, live_hls)
+    await device.stop()
+    # Away 8 s: pychromecast's doubling retry delay has grown to 8 s by then (1, 2, 4, 8),
+    # longer than connect_timeout; play() must not wait for its next attempt.
+    await fake_tv.reboot(down_s=8)
+    again, listener = await playing(manager, live_hls)
+    assert again is device
+    assert listener.player_states[-1] == "PLAYING"
+    await again.stop()

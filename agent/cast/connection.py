@@ -77,18 +77,23 @@ class CastRequestError(Exception):
 
 
 class _Relay(CastStatusListener, MediaStatusListener, ConnectionStatusListener):
-    """Runs in pychromecast's thread: copy what matters, hop to the loop."""
+    """Runs in pychromecast's thread: copy what matters, hop to the loop. ``generation`` tells
+    a replaced connection's last words (its DISCONNECTED) from the current one's."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sink: Callable[[DeviceEvent], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sink: Callable[[int, DeviceEvent], None],
+        generation: int,
     ) -> None:
         self._loop = loop
         self._sink = sink
+        self._generation = generation
 
     def _post(self, event: DeviceEvent) -> None:
         # The loop may already be gone while the daemon thread winds down.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._sink, event)
+            self._loop.call_soon_threadsafe(self._sink, self._generation, event)
 
     def new_cast_status(self, status: CastStatus) -> None:
         self._post(ReceiverChanged(status.app_id, status.display_name, status.session_id))
@@ -125,6 +130,7 @@ class CastConnection:
         self._on_event = on_event
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cast")
         self._cast: pychromecast.Chromecast | None = None
+        self._generation = 0
         self._connected = asyncio.Event()
         self.receiver: ReceiverChanged | None = None
         self.media: MediaChanged | None = None
@@ -136,7 +142,9 @@ class CastConnection:
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _event(self, event: DeviceEvent) -> None:
+    def _event(self, generation: int, event: DeviceEvent) -> None:
+        if generation != self._generation:
+            return
         if isinstance(event, ConnectionChanged):
             if event.connected:
                 self._connected.set()
@@ -154,7 +162,8 @@ class CastConnection:
         """Start the connection (pychromecast's thread); does not wait for it to be up."""
         if self._cast is not None:
             return
-        relay = _Relay(asyncio.get_running_loop(), self._event)
+        self._generation += 1
+        relay = _Relay(asyncio.get_running_loop(), self._event, self._generation)
 
         def build() -> pychromecast.Chromecast:
             cast = pychromecast.Chromecast(
@@ -241,13 +250,25 @@ class CastConnection:
         except pychromecast.PyChromecastError as exc:
             raise CastRequestError(f"{what}: {exc or type(exc).__name__}") from exc
 
+    async def restart(self) -> None:
+        """A fresh connection. pychromecast's own retry delay doubles up to 5 minutes while a
+        device is away; a new start or a long recovery should not wait that out."""
+        await self._stop_cast()
+        await self.open()
+
     async def close(self) -> None:
+        await self._stop_cast()
+        self._executor.shutdown(wait=False)
+
+    async def _stop_cast(self) -> None:
         cast, self._cast = self._cast, None
+        self._generation += 1
+        self._connected.clear()
+        self.receiver = None
+        self.media = None
         if cast is not None:
             try:
                 # A thread stuck in a connect attempt notices the stop within its retry wait.
                 await self._call(cast.disconnect, 2 * RETRY_WAIT_S + 1)
             except TimeoutError:
                 logger.warning("cast connection to {} did not close in time", self.info.host)
-        self._executor.shutdown(wait=False)
-        self._connected.clear()

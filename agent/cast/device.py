@@ -33,6 +33,8 @@ HLS_CONTENT_TYPE = "application/vnd.apple.mpegurl"
 MAX_RECOVERY_ATTEMPTS = 5
 RECOVERY_BACKOFF_MAX_S = 30.0
 STOP_TIMEOUT_S = 5.0
+# While a device is away, a fresh connection this often keeps pychromecast's backoff short.
+RECONNECT_REFRESH_S = 30.0
 # What a receiver shows when nothing is cast; seeing it means our app was closed.
 IDLE_APPS = {None, "E8C28D3C"}
 
@@ -66,6 +68,11 @@ class ChromecastDevice:
     @property
     def name(self) -> str:
         return self._name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        self._name = name
+        self._log = logger.bind(device=name)
 
     @property
     def host(self) -> str:
@@ -115,6 +122,8 @@ class ChromecastDevice:
         target = _Target(stream_url, title, listener)
         self._target = target
         try:
+            if not self.connection.connected:
+                await self.connection.restart()
             if not await self.connection.wait_connected(self._settings.connect_timeout):
                 raise PagecastError(
                     ErrorCode.DEVICE_UNREACHABLE,
@@ -250,8 +259,7 @@ class ChromecastDevice:
         attempt = 0
         while True:
             attempt += 1
-            remaining = self._settings.recover_timeout - (time.monotonic() - lost_at)
-            if not await self.connection.wait_connected(max(remaining, 0)):
+            if not await self._reconnected(lost_at):
                 target.listener.ended(
                     PagecastError(
                         ErrorCode.DEVICE_UNREACHABLE,
@@ -279,6 +287,17 @@ class ChromecastDevice:
                 after_s=round(time.monotonic() - lost_at, 1),
             )
             return True
+
+    async def _reconnected(self, lost_at: float) -> bool:
+        """Whether the device is back within ``recover_timeout`` of ``lost_at``."""
+        connection = self.connection
+        while not connection.connected:
+            remaining = self._settings.recover_timeout - (time.monotonic() - lost_at)
+            if remaining <= 0:
+                return False
+            if not await connection.wait_connected(min(remaining, RECONNECT_REFRESH_S)):
+                await connection.restart()
+        return True
 
 
 def _gone(event: ConnectionChanged | ReceiverChanged) -> bool:

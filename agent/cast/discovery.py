@@ -125,25 +125,28 @@ class Discovery:
         await asyncio.to_thread(stop)
 
 
-async def describe_host(host: str, port: int, http_timeout_s: float) -> CastInfo:
-    """A CastInfo for a direct connection (no mDNS): the name and model come from the device's
-    ``/setup/eureka_info`` when it answers, else the address stands in for them."""
+def direct_cast_info(host: str, port: int) -> CastInfo:
+    """A CastInfo for connecting to an address without mDNS."""
+    return CastInfo(
+        {HostServiceInfo(host, port)},
+        uuid5(NAMESPACE_URL, f"cast://{host}:{port}"),
+        None,
+        None,
+        host,
+        port,
+        CAST_TYPE_CHROMECAST,
+        None,
+    )
 
-    def query() -> CastInfo:
-        status = None
+
+async def device_name(host: str, http_timeout_s: float) -> str | None:
+    """The friendly name from the device's ``/setup/eureka_info``, None if it does not say."""
+
+    def query() -> str | None:
         with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
             status = get_device_info(host, timeout=http_timeout_s)
-        uuid = (status.uuid if status else None) or uuid5(NAMESPACE_URL, f"cast://{host}:{port}")
-        return CastInfo(
-            {HostServiceInfo(host, port)},
-            uuid,
-            status.model_name if status else None,
-            status.friendly_name if status else None,
-            host,
-            port,
-            CAST_TYPE_CHROMECAST,
-            status.manufacturer if status else None,
-        )
+            return status.friendly_name if status else None
+        return None
 
     return await asyncio.to_thread(query)
 

@@ -10,7 +10,7 @@ from pychromecast.models import CastInfo
 
 from agent.cast.connection import CastConnection
 from agent.cast.device import ChromecastDevice
-from agent.cast.discovery import Discovery, describe_host
+from agent.cast.discovery import Discovery, device_name, direct_cast_info
 from agent.cast.spec import DeviceSpec, parse_device_spec
 from agent.config import CastSettings
 from agent.errors import ErrorCode, PagecastError
@@ -54,8 +54,16 @@ class ChromecastManager:
             known = self._devices.get((spec.host, spec.port))
             if known is not None:
                 return known
-            info = await describe_host(spec.host, spec.port, self._settings.connect_timeout)
-            return await self._connect(info)
+            # The name only labels status and logs; asking for it must not delay an
+            # unreachable verdict beyond connect_timeout.
+            naming = asyncio.create_task(device_name(spec.host, self._settings.connect_timeout))
+            try:
+                device = await self._connect(direct_cast_info(spec.host, spec.port))
+            except BaseException:
+                naming.cancel()
+                raise
+            device.name = await naming or device.name
+            return device
         assert spec.name is not None
         for device in self._devices.values():
             if device.name.casefold() == spec.name.casefold():

@@ -229,6 +229,13 @@ class FakeCastDevice:
         self.media = Media(next(self._media_ids), media, player_state="PLAYING")
         self._broadcast_media_status()
 
+    async def other_sender_stop(self) -> None:
+        """Someone presses stop on their phone: the media goes IDLE (CANCELLED), the app stays."""
+        await self._stop_player()
+        if self.media is not None:
+            self.media.player_state, self.media.idle_reason = "IDLE", "CANCELLED"
+            self._broadcast_media_status()
+
     # -- observations ------------------------------------------------------------------------
 
     @property
