@@ -308,7 +308,11 @@ def load_settings(cli_path: str | None = None) -> Settings:
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            # One line: PyYAML's own message spans several, with a source excerpt.
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+            raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
