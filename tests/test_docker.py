@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from agent.cli import SUBCOMMANDS
 from agent.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +132,15 @@ def test_image_runs_unprivileged_and_keeps_the_sandbox() -> None:
     assert "--no-sandbox" not in json.dumps(agent)
     assert not agent.get("privileged")
     assert arguments("FROM") == ["python:3.11-slim-bookworm"]
+
+
+def test_entrypoint_is_the_installed_cli() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (entrypoint,) = arguments("ENTRYPOINT")
+    (cmd,) = arguments("CMD")
+    assert json.loads(entrypoint) == ["pagecast"]
+    assert "pagecast" in pyproject["project"]["scripts"]
+    assert json.loads(cmd)[0] in SUBCOMMANDS
 
 
 def test_image_never_downloads_playwright_browsers() -> None:

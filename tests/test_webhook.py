@@ -17,8 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 from agent_double import DoubleFactory
-from mqtt_helpers import Mosquitto, Probe, probe
+from mqtt_helpers import Mosquitto, Probe, free_port, probe
+from support.pages import PageServer, page_server  # noqa: F401 (fixture)
 
+from agent.app import run_agent
 from agent.commands import Dispatcher
 from agent.config import Settings
 from agent.supervisor.supervisor import Supervisor
@@ -85,6 +87,32 @@ async def running(
                 supervising.cancel()
     finally:
         await web.stop()
+
+
+@contextlib.asynccontextmanager
+async def real_agent(settings: Settings) -> AsyncIterator[Probe]:
+    """The agent exactly as ``pagecast run`` runs it (real pipeline, extensions, webhook).
+
+    Yields a client watching ``~/#`` once the agent is online; stops the agent afterwards.
+    """
+    root = settings.topic_root
+    stop = asyncio.Event()
+    async with probe(settings.mqtt.port, f"{root}/#") as client:
+        task = asyncio.create_task(run_agent(settings, stop=stop))
+        online = asyncio.create_task(
+            client.wait_for(f"{root}/availability", lambda m: m.payload == b"online", within=30)
+        )
+        try:
+            await asyncio.wait([task, online], return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()  # the agent died while starting: show why
+                raise AssertionError("the agent exited before it came online")
+            await online
+            yield client
+        finally:
+            online.cancel()
+            stop.set()
+            await asyncio.wait_for(task, 15)
 
 
 @pytest.fixture
@@ -213,3 +241,38 @@ def test_enabling_without_a_token_is_a_config_error(
 ) -> None:
     with pytest.raises(ValueError, match=r"api\.token is required"):
         webhook_settings(token=None)
+
+
+async def test_the_agent_serves_the_webhook_beside_its_streams(
+    agent_settings: Callable[..., Settings],
+    page_server: PageServer,  # noqa: F811
+) -> None:
+    """``pagecast run`` with api.enabled: the webhook is on the stream server's port."""
+    port = free_port()
+    settings = agent_settings(
+        cast={"device": "none"},
+        stream={"http_host": "127.0.0.1", "http_port": port, "default_quality": "small"},
+        qualities={"small": {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600}},
+        snapshot={"enabled": False},
+        api={"enabled": True, "token": TOKEN},
+    )
+    root = settings.topic_root
+    base = f"http://127.0.0.1:{port}"
+    async with real_agent(settings) as mqtt, aiohttp.ClientSession() as http:
+        page = page_server.color("00ff00")
+        async with http.post(f"{base}/start", json={"url": page}) as refused:
+            assert refused.status == 401
+        async with http.get(f"{base}/healthz") as health:
+            assert health.status == 200  # the container probe needs no token
+        async with http.post(f"{base}/start", json={"url": page}, headers=AUTH) as response:
+            assert response.status == 200
+            started = await response.json()
+        status = await mqtt.wait_json(
+            f"{root}/status", lambda s: s["state"] == "streaming", within=30
+        )
+        assert (status["session_id"], status["url"]) == (started["session_id"], page)
+        async with http.get(f"{base}/status", headers=AUTH) as response:
+            assert (await response.json())["status"]["stream_url"] == status["stream_url"]
+        async with http.post(f"{base}/stop", headers=AUTH) as response:
+            assert (await response.json())["changed"] is True
+        await mqtt.wait_json(f"{root}/status", lambda s: s["state"] == "idle", within=15)
