@@ -151,8 +151,8 @@ def test_long_urls_fit_a_state() -> None:
     components = discovery_document(settings())["components"]
     long_url = "http://dash.local/" + "x" * 400
     status = json.dumps({**STREAMING, "url": long_url}).encode()
-    state = ha_state(components["url"], status)
-    assert state == long_url[:MAX_STATE]
+    assert ha_state(components["url"], status) == long_url[:MAX_STATE]
+    assert ha_state(components["page"], status) == long_url[:MAX_STATE]
 
 
 def test_uptime_comes_from_the_heartbeat_and_expires() -> None:

@@ -113,7 +113,7 @@ def discovery_document(settings: Settings, configuration_url: str | None = None)
                 "{{ {'url': value, 'quality': this.attributes.get('quality')} | tojson }}"
             ),
             "state_topic": topics.status,
-            "value_template": "{{ value_json.url or '' }}",
+            "value_template": f"{{{{ (value_json.url or '')[:{MAX_STATE}] }}}}",
             "json_attributes_topic": topics.status,
             "icon": "mdi:web",
         },
