@@ -2,8 +2,9 @@
 
 ``mosquitto``: a broker on a free port (``.kill()``, ``.start()`` again on the same port).
 ``agent_settings(**overrides)``: Settings pointing at that broker with a unique node id.
-``start_agent(settings, session_factory=None)``: the real agent in-process (session double by
-default), yielded once it announced ``online``; stopped cleanly at the end of the block.
+``start_agent(settings, session_factory=None, **probe_options)``: the real agent in-process
+(session double by default), yielded once it announced ``online`` (watched by a client made
+with ``probe_options``, e.g. TLS); stopped cleanly at the end of the block.
 ``agent``: one such agent with default settings (``agent.root`` is its ``~``).
 """
 
@@ -71,11 +72,12 @@ StartAgent = Callable[..., contextlib.AbstractAsyncContextManager[RunningAgent]]
 def start_agent() -> StartAgent:
     @contextlib.asynccontextmanager
     async def start(
-        settings: Settings, session_factory: SessionFactory | None = None
+        settings: Settings, session_factory: SessionFactory | None = None, **probe_options: Any
     ) -> AsyncIterator[RunningAgent]:
         factory = session_factory or DoubleFactory()
         stop = asyncio.Event()
-        async with probe(settings.mqtt.port, f"{settings.topic_root}/availability") as watch:
+        watching = f"{settings.topic_root}/availability"
+        async with probe(settings.mqtt.port, watching, **probe_options) as watch:
             task = asyncio.create_task(run_agent(settings, session_factory=factory, stop=stop))
             running = RunningAgent(settings, factory, task, stop)
             try:

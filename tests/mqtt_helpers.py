@@ -41,22 +41,22 @@ def wait_for_port(port: int, timeout: float = 5.0) -> None:
 class Mosquitto:
     """A real broker on a free port that a test may kill -9 and restart on the same port."""
 
-    def __init__(self, directory: Path, *, extra_conf: str = "", listener_opts: str = "") -> None:
+    def __init__(self, directory: Path, *, listener_opts: str = "", anonymous: bool = True) -> None:
         self.directory = directory
         self.port = free_port()
-        self.extra_conf = extra_conf
         self.listener_opts = listener_opts
+        self.anonymous = anonymous
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
     def start(self) -> None:
         conf = self.directory / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n{self.listener_opts}\n"
-            "allow_anonymous true\npersistence false\n"
+            # user root: mosquitto would drop to "mosquitto", which cannot read pytest's tmp dirs
+            f"user root\nlistener {self.port} 127.0.0.1\n{self.listener_opts}\n"
+            f"allow_anonymous {str(self.anonymous).lower()}\npersistence false\n"
             "log_dest stderr\nlog_type all\n"
             "max_queued_messages 100000\n"
-            f"{self.extra_conf}\n"
         )
         for _ in range(50):
             with (self.directory / "mosquitto.log").open("ab") as log:
@@ -205,10 +205,17 @@ def _json_or_none(message: Received) -> Any:
 
 @contextlib.asynccontextmanager
 async def probe(
-    port: int, *filters: str, protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V5
+    port: int,
+    *filters: str,
+    protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V5,
+    **client_options: Any,
 ) -> AsyncIterator[Probe]:
     client = aiomqtt.Client(
-        "127.0.0.1", port, identifier=f"probe-{uuid.uuid4().hex[:8]}", protocol=protocol
+        "127.0.0.1",
+        port,
+        identifier=f"probe-{uuid.uuid4().hex[:8]}",
+        protocol=protocol,
+        **client_options,
     )
     async with client:
         recorder = Probe(client)

@@ -174,7 +174,7 @@ def test_logs_human_and_json_lines() -> None:
     assert "hidden" not in human.getvalue()
 
     lines = io.StringIO()
-    setup_logging(LogSettings(json=True, level="DEBUG"), sink=lines)
+    setup_logging(LogSettings(json_lines=True, level="DEBUG"), sink=lines)
     logger.bind(session_id="s2").warning("lost {}", "device")
     __import__("logging").getLogger("paho").error("from stdlib")
     records = [json.loads(text) for text in lines.getvalue().splitlines()]

@@ -212,7 +212,7 @@ async def test_v5_response_topic_and_correlation_data(
         direct = await client.wait_for(reply_to)
         assert direct.json()["ok"] is True
         assert direct.properties is not None
-        assert direct.properties.CorrelationData == b"\x00corr-42"
+        assert getattr(direct.properties, "CorrelationData", None) == b"\x00corr-42"
         usual = await client.wait_for(f"{root}/response/start")
         assert usual.json() == direct.json()
 
