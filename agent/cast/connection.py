@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from pychromecast.socket_client import (
     CONNECTION_STATUS_LOST,
     ConnectionStatus,
     ConnectionStatusListener,
+    SocketClient,
 )
 from zeroconf import Zeroconf
 
@@ -173,6 +176,7 @@ class CastConnection:
                 retry_wait=RETRY_WAIT_S,
                 zconf=self._zconf,
             )
+            _serialize_writes(cast.socket_client)
             cast.register_status_listener(relay)
             cast.media_controller.register_status_listener(relay)
             cast.register_connection_listener(relay)
@@ -272,3 +276,22 @@ class CastConnection:
                 await self._call(cast.disconnect, 2 * RETRY_WAIT_S + 1)
             except TimeoutError:
                 logger.warning("cast connection to {} did not close in time", self.info.host)
+
+
+def _serialize_writes(client: SocketClient) -> None:
+    """One writer at a time on the TLS socket.
+
+    Our calls are serialized by the executor, but pychromecast's own thread writes too (PING,
+    PONG, channel CONNECTs). Two threads in ``SSLSocket.sendall`` corrupt the stream
+    (``SSL: BAD_LENGTH``, then a reconnect). Reentrant: send_message opens a channel by
+    calling itself.
+    """
+    lock = threading.RLock()
+    send = client.send_message
+
+    @functools.wraps(send)
+    def locked(*args: Any, **kwargs: Any) -> None:
+        with lock:
+            send(*args, **kwargs)
+
+    client.send_message = locked  # type: ignore[method-assign]

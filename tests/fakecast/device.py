@@ -137,6 +137,7 @@ class FakeCastDevice:
         self._fail_next_load: int | None = None
         self._refuse_launch: str | None = None
         self._connections: set[_Connection] = set()
+        self._serving: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._http_runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -176,6 +177,8 @@ class FakeCastDevice:
             self._server.close()
         for connection in list(self._connections):
             connection.writer.close()
+        # Handlers end on the EOF; one cancelled later by the test's loop would log an error.
+        await asyncio.gather(*self._serving, return_exceptions=True)
         if self._server:
             await self._server.wait_closed()
             self._server = None
@@ -276,6 +279,9 @@ class FakeCastDevice:
         connection = _Connection(reader, writer)
         self._connections.add(connection)
         self.accepted += 1
+        serving = asyncio.current_task()
+        assert serving is not None
+        self._serving.add(serving)
         try:
             while True:
                 frame = await read_frame(reader)
@@ -283,6 +289,7 @@ class FakeCastDevice:
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, OSError):
             pass
         finally:
+            self._serving.discard(serving)
             self._connections.discard(connection)
             writer.close()
             with contextlib.suppress(Exception):
