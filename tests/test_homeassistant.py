@@ -13,10 +13,12 @@ from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from mqtt_helpers import Mosquitto, probe
-from test_webhook import Agent, running
+from mqtt_helpers import Mosquitto, Probe, probe
+from support.pages import PageServer, page_server  # noqa: F401 (fixture)
+from test_webhook import real_agent, running
 
 from agent.commands.parse import decode, parse_start, parse_stop
 from agent.config import HomeAssistantSettings, Settings
@@ -57,6 +59,8 @@ def settings(**overrides: Any) -> Settings:
     return Settings(node_id="living-room", **overrides)
 
 
+SMALL = {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600}
+SMALLER = {"width": 320, "height": 180, "fps": 10, "bitrate_kbps": 300}
 STREAMING = {
     "state": "streaming",
     "session_id": "s1",
@@ -260,21 +264,22 @@ async def test_home_assistant_birth_triggers_one_republish(payload: bytes, answe
 class HomeAssistantClient:
     """Does with the discovery document what HA does: read it, render states, send commands."""
 
-    def __init__(self, agent: Agent, config: Settings) -> None:
-        self.agent = agent
+    def __init__(self, mqtt: Probe, config: Settings) -> None:
+        self.mqtt = mqtt
+        self.root = config.topic_root
         self.topic = discovery_topic(config)
 
     async def discover(self, since: int = 0) -> dict[str, Any]:
-        message = await self.agent.mqtt.wait_for(self.topic, lambda m: bool(m.payload), since=since)
+        message = await self.mqtt.wait_for(self.topic, lambda m: bool(m.payload), since=since)
         document: dict[str, Any] = message.json()
         return document
 
     def last_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = self.agent.mqtt.messages(f"{self.agent.root}/status")[-1].json()
+        status: dict[str, Any] = self.mqtt.messages(f"{self.root}/status")[-1].json()
         return status
 
     def state_of(self, component: Mapping[str, Any]) -> str | None:
-        message = self.agent.mqtt.messages(component["state_topic"])[-1]
+        message = self.mqtt.messages(component["state_topic"])[-1]
         return ha_state(component, message.payload)
 
     async def set_value(self, component: Mapping[str, Any], value: str) -> int:
@@ -282,71 +287,84 @@ class HomeAssistantClient:
 
         Returns a mark: status_where(since=mark) sees only what followed.
         """
-        mark = self.agent.mqtt.mark()
+        mark = self.mqtt.mark()
         payload = ha_command(component, value, self.last_status())
-        await self.agent.mqtt.publish(component["command_topic"], payload, qos=1)
+        await self.mqtt.publish(component["command_topic"], payload, qos=1)
         return mark
 
     async def press(self, button: Mapping[str, Any]) -> int:
-        mark = self.agent.mqtt.mark()
-        await self.agent.mqtt.publish(button["command_topic"], button["payload_press"], qos=1)
+        mark = self.mqtt.mark()
+        await self.mqtt.publish(button["command_topic"], button["payload_press"], qos=1)
         return mark
 
     async def status_where(
         self, predicate: Callable[[dict[str, Any]], bool], since: int
     ) -> dict[str, Any]:
-        found: dict[str, Any] = await self.agent.mqtt.wait_json(
-            f"{self.agent.root}/status", predicate, since=since
+        found: dict[str, Any] = await self.mqtt.wait_json(
+            f"{self.root}/status", predicate, since=since, within=30
         )
         return found
 
 
+async def playlist_status(url: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status
+
+
 async def test_home_assistant_sees_the_device_and_drives_it(
-    mosquitto: Mosquitto, agent_settings: Callable[..., Settings]
+    agent_settings: Callable[..., Settings],
+    page_server: PageServer,  # noqa: F811
 ) -> None:
-    config = agent_settings(homeassistant={"enabled": True})
-    extension = HomeAssistantDiscovery(config)
-    async with running(config, mosquitto, [extension], ["homeassistant/#"]) as agent:
-        ha = HomeAssistantClient(agent, config)
+    """The agent as ``pagecast run`` runs it (real pipeline, no TV), driven the HA way."""
+    config = agent_settings(
+        homeassistant={"enabled": True},
+        cast={"device": "none"},
+        stream={
+            "http_host": "127.0.0.1",
+            "http_port": 0,
+            "public_host": "127.0.0.1",
+            "default_quality": "small",
+        },
+        qualities={"small": SMALL, "smaller": SMALLER},
+        snapshot={"enabled": False},
+    )
+    page = page_server.color("ff0000")
+    async with real_agent(config, also_watch=["homeassistant/#"]) as mqtt:
+        ha = HomeAssistantClient(mqtt, config)
         document = await ha.discover()
         components = document["components"]
-        assert all(
-            c["unique_id"].startswith(f"pagecast_{config.node_id}_") for c in components.values()
-        )
         for component in components.values():
+            assert component["unique_id"].startswith(f"pagecast_{config.node_id}_")
             if "command_topic" in component:
-                assert component["command_topic"].startswith(f"{agent.root}/cmd/")
+                assert component["command_topic"].startswith(f"{ha.root}/cmd/")
         (availability,) = document["availability"]
-        online = agent.mqtt.messages(availability["topic"])[-1]
-        assert online.payload == b"online"
+        assert mqtt.messages(availability["topic"])[-1].payload == b"online"
         assert ha.state_of(components["state"]) == "idle"
 
-        # Type a URL into the Page text.
-        mark = await ha.set_value(components["page"], "http://dash.test/kiosk")
+        # Type a URL into the Page text: a real stream starts.
+        mark = await ha.set_value(components["page"], page)
         status = await ha.status_where(lambda s: s["state"] == "streaming", mark)
-        assert status["url"] == "http://dash.test/kiosk"
+        assert (status["url"], status["quality"]) == (page, "small")
+        assert await playlist_status(status["stream_url"]) == 200
         assert ha.state_of(components["state"]) == "streaming"
-        assert ha.state_of(components["url"]) == "http://dash.test/kiosk"
-        assert ha.state_of(components["player_state"]) == "PLAYING"
-        (session,) = agent.factory.alive
-        assert session.request.url == "http://dash.test/kiosk"
+        assert ha.state_of(components["url"]) == page
+        assert ha.state_of(components["player_state"]) is None  # no TV, nothing reports
 
         # Choose another quality: the same page again, at that quality.
-        mark = await ha.set_value(components["quality"], "480p")
+        mark = await ha.set_value(components["quality"], "smaller")
         status = await ha.status_where(
-            lambda s: s["state"] == "streaming" and s["quality"] == "480p", mark
+            lambda s: s["state"] == "streaming" and s["quality"] == "smaller", mark
         )
-        assert status["url"] == "http://dash.test/kiosk"
-        assert ha.state_of(components["quality"]) == "480p"
+        assert status["url"] == page
+        assert ha.state_of(components["quality"]) == "smaller"
 
-        # Press Stop.
+        # Press Stop: the stream is gone.
         mark = await ha.press(components["stop"])
         await ha.status_where(lambda s: s["state"] == "idle", mark)
         assert ha.state_of(components["state"]) == "idle"
         assert ha.state_of(components["url"]) is None
-        assert agent.factory.alive == []
-        responses = [m.json() for m in agent.mqtt.messages(f"{agent.root}/response/stop")]
-        assert responses[-1]["ok"] is True
+        assert await playlist_status(status["stream_url"]) == 404
+        assert mqtt.messages(f"{ha.root}/response/stop")[-1].json()["ok"] is True
 
 
 async def test_home_assistant_restart_gets_everything_again(
@@ -355,7 +373,7 @@ async def test_home_assistant_restart_gets_everything_again(
     config = agent_settings(homeassistant={"enabled": True})
     extension = HomeAssistantDiscovery(config)
     async with running(config, mosquitto, [extension], ["homeassistant/#"]) as agent:
-        ha = HomeAssistantClient(agent, config)
+        ha = HomeAssistantClient(agent.mqtt, config)
         first = await ha.discover()
         mark = agent.mqtt.mark()
         born = asyncio.get_running_loop().time()

@@ -90,14 +90,15 @@ async def running(
 
 
 @contextlib.asynccontextmanager
-async def real_agent(settings: Settings) -> AsyncIterator[Probe]:
+async def real_agent(settings: Settings, also_watch: Sequence[str] = ()) -> AsyncIterator[Probe]:
     """The agent exactly as ``pagecast run`` runs it (real pipeline, extensions, webhook).
 
-    Yields a client watching ``~/#`` once the agent is online; stops the agent afterwards.
+    Yields a client watching ``~/#`` and ``also_watch`` once the agent is online; stops the
+    agent afterwards.
     """
     root = settings.topic_root
     stop = asyncio.Event()
-    async with probe(settings.mqtt.port, f"{root}/#") as client:
+    async with probe(settings.mqtt.port, f"{root}/#", *also_watch) as client:
         task = asyncio.create_task(run_agent(settings, stop=stop))
         online = asyncio.create_task(
             client.wait_for(f"{root}/availability", lambda m: m.payload == b"online", within=30)
