@@ -1,4 +1,5 @@
-"""The Node-RED example flow, run by real Node-RED against the test broker and a real agent.
+"""The Node-RED example flow, run by real Node-RED against the test broker and the agent
+(as ``pagecast run`` runs it: real pipeline, no TV).
 
 The flow is loaded as a user imports it; only its broker node is pointed at the test broker
 (what a user does after importing). The test presses the flow's inject buttons through the
@@ -23,8 +24,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import StartAgent
 from mqtt_helpers import Mosquitto, free_port
+from support.pages import PageServer, page_server  # noqa: F401 (fixture)
+from test_webhook import real_agent
 
 from agent.config import Settings
 
@@ -186,13 +188,20 @@ async def test_flow_starts_a_page_and_shows_status_and_events(
     node_red: Path,
     mosquitto: Mosquitto,
     agent_settings: Callable[..., Settings],
-    start_agent: StartAgent,
+    page_server: PageServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    settings = agent_settings(node_id=NODE_ID)
-    page = "http://127.0.0.1:9/dashboard.html"
+    settings = agent_settings(
+        node_id=NODE_ID,
+        cast={"device": "none"},
+        stream={"http_host": "127.0.0.1", "http_port": 0, "public_host": "127.0.0.1"},
+        # The flow asks for "hub"; a smaller picture keeps the test light.
+        qualities={"hub": {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600}},
+        snapshot={"enabled": False},
+    )
+    page = page_server.color("3366cc")
     async with (
-        start_agent(settings) as agent,
+        real_agent(settings),
         running_node_red(node_red, tmp_path / "node-red", mosquitto.port) as base,
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{base}/comms") as ws,
@@ -210,7 +219,7 @@ async def test_flow_starts_a_page_and_shows_status_and_events(
             response = await editor.wait_debug(
                 "pagecast.debug.response", lambda m: m["payload"]["command"] == "start"
             )
-            assert response["topic"] == f"{agent.root}/response/start"
+            assert response["topic"] == f"{settings.topic_root}/response/start"
             assert response["payload"]["ok"] is True
             assert response["payload"]["id"].startswith("node-red-")
             status = await editor.wait_debug(
@@ -222,9 +231,14 @@ async def test_flow_starts_a_page_and_shows_status_and_events(
             )
             started = await editor.wait_debug("pagecast.debug.event", lambda e: True)
             assert started["event"] == "started"
-            # The flow asked for its default quality, and the agent runs exactly that.
-            (session,) = agent.factory.alive
-            assert (session.request.url, session.request.quality) == (page, "hub")
+            # The flow keeps the whole status (flow context, as the editor's Context tab shows):
+            # the agent streams the flow's default quality, at a URL that really serves it.
+            async with http.get(f"{base}/context/flow/pagecast.flow/pagecast_status") as answer:
+                kept = json.loads((await answer.json())["msg"])
+            assert (kept["quality"], kept["request_id"]) == ("hub", response["payload"]["id"])
+            async with http.get(kept["stream_url"]) as playlist:
+                assert playlist.status == 200
+                assert "#EXTM3U" in await playlist.text()
 
             mark = len(editor.debug)
             await editor.press(http, "pagecast.inject.stop")
@@ -234,7 +248,6 @@ async def test_flow_starts_a_page_and_shows_status_and_events(
             await editor.wait_debug(
                 "pagecast.debug.status", lambda s: s["state"] == "idle", since=mark
             )
-            assert agent.factory.alive == []
 
             await editor.press(http, "pagecast.inject.status")
             answer = await editor.wait_debug(
