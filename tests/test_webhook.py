@@ -237,6 +237,14 @@ async def test_allow_unauthenticated_opens_the_webhook(
         assert (status, started["ok"]) == (200, True)
 
 
+async def test_an_empty_token_matches_nothing(
+    mosquitto: Mosquitto, agent_settings: Callable[..., Settings]
+) -> None:
+    async with running(agent_settings(api={"token": ""}), mosquitto) as agent:
+        status, _ = await agent.call("GET", "/status", headers={"Authorization": "Bearer "})
+        assert status == 401
+
+
 def test_enabling_without_a_token_is_a_config_error(
     webhook_settings: Callable[..., Settings],
 ) -> None:

@@ -48,7 +48,9 @@ class WebhookApi:
     def __init__(
         self, settings: ApiSettings, dispatcher: Dispatcher, supervisor: Supervisor
     ) -> None:
-        self._token = settings.token.get_secret_value().encode() if settings.token else None
+        token = settings.token.get_secret_value() if settings.token else ""
+        # An empty token must not match an empty "Bearer " header.
+        self._token = token.encode() if token else None
         self._open = settings.allow_unauthenticated
         self._dispatcher = dispatcher
         self._supervisor = supervisor
