@@ -13,6 +13,7 @@ import fnmatch
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -80,6 +81,24 @@ def installed(record: Path) -> list[str]:
 
 def test_package_list_is_not_empty() -> None:
     assert {"chromium", "ffmpeg", "xvfb", "fonts-noto-color-emoji"} <= set(listed_packages())
+
+
+def debian_release() -> str:
+    path = Path("/etc/debian_version")
+    return path.read_text(encoding="utf-8").split(".")[0] if path.exists() else ""
+
+
+@pytest.mark.skipif(
+    debian_release() != "12" or shutil.which("apt-cache") is None,
+    reason="needs Debian 12 (bookworm), the image's base, to ask apt",
+)
+def test_every_listed_package_exists_in_bookworm() -> None:
+    policy = subprocess.run(
+        ["apt-cache", "policy", *listed_packages()], capture_output=True, text=True, check=True
+    ).stdout
+    candidates = dict(re.findall(r"^(\S+):\n(?:.*\n)*?\s+Candidate: (\S+)", policy, re.M))
+    missing = [p for p in listed_packages() if candidates.get(p, "(none)") == "(none)"]
+    assert missing == []
 
 
 def test_dockerfile_installs_exactly_the_package_list(tmp_path: Path) -> None:
