@@ -159,6 +159,7 @@ class CastSettings(_Section):
         None, description="friendly name, host or host:port, 'none' for stream-only"
     )
     known_hosts: list[str] = []
+    mdns: bool = Field(True, description="find devices by multicast DNS; off: known_hosts only")
     discovery_timeout: float = Field(5.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)
     play_timeout: float = Field(20.0, gt=0, description="LOAD until PLAYING")

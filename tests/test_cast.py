@@ -24,6 +24,7 @@ def settings(**overrides: object) -> CastSettings:
         "play_timeout": 10.0,
         "discovery_timeout": 3.0,
         "recover_timeout": 20.0,
+        "mdns": False,  # only the fake: real devices on a developer's LAN must not count
     }
     return CastSettings.model_validate(values | overrides)
 
@@ -114,6 +115,21 @@ async def test_name_through_known_hosts(
         await device.stop()
 
 
+async def test_no_device_configured_uses_the_only_one_found(fake_tv: FakeCastDevice) -> None:
+    async with ChromecastManager(settings(known_hosts=[fake_tv.host], discovery_timeout=1.5)) as cm:
+        device = await cm.resolve(None)
+        assert device is not None
+        assert device.name == "Fake TV"
+
+
+async def test_no_device_configured_and_none_found() -> None:
+    async with ChromecastManager(settings(discovery_timeout=0.5)) as cm:
+        with pytest.raises(PagecastError) as caught:
+            await cm.resolve(None)
+        assert caught.value.code is ErrorCode.DEVICE_NOT_FOUND
+        assert "cast.device" in caught.value.message
+
+
 async def test_unreachable_address() -> None:
     host = free_loopback_address()  # nothing listens there
     async with ChromecastManager(settings(connect_timeout=1.0)) as cm:
@@ -132,10 +148,14 @@ async def test_load_failed_is_cast_failed_with_the_device_code(
     live_hls: LiveHlsServer,
 ) -> None:
     fake_tv.fail_next_load(104)
+    device = await manager.resolve(None)
+    assert device is not None
     with pytest.raises(PagecastError) as caught:
-        await playing(manager, live_hls)
+        await device.play(live_hls.url, "page", RecordingListener())
     assert caught.value.code is ErrorCode.CAST_FAILED
     assert "LOAD_FAILED 104 (MEDIA_SRC_NOT_SUPPORTED)" in caught.value.message
+    await device.stop()  # the session's teardown: the receiver we launched is closed again
+    assert fake_tv.app is None
 
 
 async def test_refused_launch_is_cast_failed(

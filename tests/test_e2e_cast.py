@@ -21,7 +21,13 @@ from agent.config import Settings
 from agent.stream.backend import StreamBackend
 
 RED, GREEN = (255, 0, 0), (0, 255, 0)
-CAST = {"connect_timeout": 3, "play_timeout": 20, "discovery_timeout": 5, "recover_timeout": 30}
+CAST = {
+    "connect_timeout": 3,
+    "play_timeout": 20,
+    "discovery_timeout": 5,
+    "recover_timeout": 30,
+    "mdns": False,  # only the fake device: real ones on a developer's LAN must not count
+}
 SMALL = {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600}
 
 

@@ -100,7 +100,7 @@ async def test_endlist_finishes_playback(fake_tv: FakeCastDevice, live_hls: Live
 
 
 async def test_eureka_info_makes_it_discoverable_by_known_hosts(fake_tv: FakeCastDevice) -> None:
-    devices = await discover_devices([fake_tv.host], for_s=1.5)
+    devices = await discover_devices([fake_tv.host], for_s=1.5, mdns=False)
     assert [(d.name, d.model, d.host, d.port, d.uuid) for d in devices] == [
         ("Fake TV", "Chromecast", fake_tv.host, 8009, str(fake_tv.uuid))
     ]

@@ -134,6 +134,7 @@ class CastConnection:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cast")
         self._cast: pychromecast.Chromecast | None = None
         self._generation = 0
+        self._link_up = False
         self._connected = asyncio.Event()
         self.receiver: ReceiverChanged | None = None
         self.media: MediaChanged | None = None
@@ -149,14 +150,17 @@ class CastConnection:
         if generation != self._generation:
             return
         if isinstance(event, ConnectionChanged):
-            if event.connected:
-                self._connected.set()
-            else:
+            self._link_up = event.connected
+            if not event.connected:
                 self._connected.clear()
                 self.receiver = None
                 self.media = None
         elif isinstance(event, ReceiverChanged):
             self.receiver = event
+            # Connected means the device answered, not just that TLS is up: pychromecast
+            # reports CONNECTED before it has sent its first request.
+            if self._link_up:
+                self._connected.set()
         else:
             self.media = event
         self._on_event(event)
@@ -267,6 +271,7 @@ class CastConnection:
     async def _stop_cast(self) -> None:
         cast, self._cast = self._cast, None
         self._generation += 1
+        self._link_up = False
         self._connected.clear()
         self.receiver = None
         self.media = None

@@ -94,7 +94,8 @@ class ChromecastDevice:
             target.listener.set_player(player_state=event.player_state, device=self._name)
         elif _gone(event):
             target.listener.set_player(player_state=None, device=self._name)
-        trouble = None if self._showing else self._trouble_in(event, target)
+        following = self._follower is not None and not self._showing
+        trouble = self._trouble_in(event, target) if following else None
         if trouble:
             self._log.info("cast trouble: {} ({})", trouble, event)
             self._trouble.put_nowait(trouble)
@@ -120,20 +121,17 @@ class ChromecastDevice:
     async def play(self, stream_url: str, title: str, listener: SessionListener) -> None:
         await self._unfollow()
         target = _Target(stream_url, title, listener)
+        # Set even if this fails or is cancelled half-way: stop() then closes what we launched.
         self._target = target
-        try:
-            if not self.connection.connected:
-                await self.connection.restart()
-            if not await self.connection.wait_connected(self._settings.connect_timeout):
-                raise PagecastError(
-                    ErrorCode.DEVICE_UNREACHABLE,
-                    f"{self._name} ({self._host}) not reachable within "
-                    f"{self._settings.connect_timeout:g} s",
-                )
-            await self._show(target)
-        except BaseException:
-            self._target = None
-            raise
+        if not self.connection.connected:
+            await self.connection.restart()
+        if not await self.connection.wait_connected(self._settings.connect_timeout):
+            raise PagecastError(
+                ErrorCode.DEVICE_UNREACHABLE,
+                f"{self._name} ({self._host}) not reachable within "
+                f"{self._settings.connect_timeout:g} s",
+            )
+        await self._show(target)
         self._follower = asyncio.get_running_loop().create_task(self._follow(target))
 
     async def stop(self) -> None:
@@ -248,7 +246,6 @@ class ChromecastDevice:
                 target.listener.ended(None, "taken_over")
                 return
             if not await self._recover(target, reason):
-                self._target = None
                 return
             while not self._trouble.empty():
                 self._trouble.get_nowait()  # churn from our own relaunch

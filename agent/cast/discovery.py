@@ -42,8 +42,9 @@ class Discovery:
     """One long-lived browser: devices found once stay known, and the zeroconf instance that
     mDNS-found connections resolve through lives as long as the manager."""
 
-    def __init__(self, known_hosts: list[str]) -> None:
+    def __init__(self, known_hosts: list[str], *, mdns: bool = True) -> None:
         self._known_hosts = known_hosts
+        self._mdns = mdns
         self._browser: CastBrowser | None = None
         self._zconf: Zeroconf | None = None
         self._found: dict[UUID, CastInfo] = {}
@@ -66,11 +67,12 @@ class Discovery:
                     loop.call_soon_threadsafe(self._add, info)
 
         def start() -> tuple[CastBrowser, Zeroconf | None]:
-            try:
-                zconf: Zeroconf | None = Zeroconf()
-            except OSError as exc:  # no multicast-capable interface: known_hosts only
-                logger.warning("mDNS unavailable ({}); using cast.known_hosts only", exc)
-                zconf = None
+            zconf: Zeroconf | None = None
+            if self._mdns:
+                try:
+                    zconf = Zeroconf()
+                except OSError as exc:  # no multicast-capable interface
+                    logger.warning("mDNS unavailable ({}); using cast.known_hosts only", exc)
             browser = CastBrowser(SimpleCastListener(found, None, found), zconf, self._known_hosts)
             self._browser = browser
             browser.start_discovery()
@@ -151,9 +153,11 @@ async def device_name(host: str, http_timeout_s: float) -> str | None:
     return await asyncio.to_thread(query)
 
 
-async def discover_devices(known_hosts: list[str], for_s: float) -> list[DeviceInfo]:
+async def discover_devices(
+    known_hosts: list[str], for_s: float, *, mdns: bool = True
+) -> list[DeviceInfo]:
     """What ``pagecast discover`` prints: every device seen within ``for_s`` seconds."""
-    discovery = Discovery(known_hosts)
+    discovery = Discovery(known_hosts, mdns=mdns)
     try:
         return [DeviceInfo.of(info) for info in await discovery.settle(for_s)]
     finally:

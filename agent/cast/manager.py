@@ -22,7 +22,7 @@ class ChromecastManager:
 
     def __init__(self, settings: CastSettings) -> None:
         self._settings = settings
-        self._discovery = Discovery(settings.known_hosts)
+        self._discovery = Discovery(settings.known_hosts, mdns=settings.mdns)
         self._devices: dict[tuple[str, int], ChromecastDevice] = {}
         self._lock = asyncio.Lock()
 
