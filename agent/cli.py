@@ -36,7 +36,8 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 
 def _discover(settings: Settings, args: argparse.Namespace) -> int:
     cast = settings.cast
-    print(format_devices(asyncio.run(discover_devices(cast.known_hosts, cast.discovery_timeout))))
+    found = discover_devices(cast.known_hosts, cast.discovery_timeout, mdns=cast.mdns)
+    print(format_devices(asyncio.run(found)))
     return 0
 
 
