@@ -24,6 +24,7 @@ class Geometry:
     width: int
     height: int
     zoom: float
+    fps: int
 
 
 def sandbox_enabled(settings: BrowserSettings) -> bool:
@@ -97,6 +98,8 @@ class Browser:
         try:
             if self.geometry.zoom != 1:
                 await context.add_init_script(_zoom_script(self.geometry.zoom))
+            if self.geometry.fps < _DISPLAY_HZ:
+                await context.add_init_script(_FRAME_LIMIT.replace("FPS", str(self.geometry.fps)))
             await auth.apply(context, profile)
             page = await context.new_page()
             # Windows of new contexts are normal windows with a toolbar even in kiosk mode;
@@ -128,6 +131,32 @@ def _zoom_script(zoom: float) -> str:
     # size as DIPs and overflows the capture area by the zoom factor.
     return _ZOOM_SCRIPT.replace("ZOOM", f"{zoom:g}")
 
+
+# Chromium draws at the display's 60 Hz while ffmpeg samples only ``fps`` frames a second:
+# pages animated from requestAnimationFrame (charts, canvas, clocks) get callbacks at the
+# capture rate, so every other frame is neither computed nor painted. Timestamps stay real.
+_DISPLAY_HZ = 60
+_FRAME_LIMIT = """(() => {
+  const interval = 1000 / FPS;
+  const native = window.requestAnimationFrame.bind(window);
+  let queue = new Map(), nextId = 1, pending = 0, last = -Infinity;
+  const tick = (now) => {
+    pending = 0;
+    if (now - last < interval - 4) { pending = native(tick); return; }
+    last = now;
+    const due = queue; queue = new Map();
+    for (const callback of due.values()) {
+      try { callback(now); } catch (error) { setTimeout(() => { throw error; }); }
+    }
+  };
+  window.requestAnimationFrame = (callback) => {
+    const id = nextId++;
+    queue.set(id, callback);
+    if (!pending) pending = native(tick);
+    return id;
+  };
+  window.cancelAnimationFrame = (id) => { queue.delete(id); };
+})();"""
 
 _ZOOM_SCRIPT = """(() => {
   const apply = () => {

@@ -62,7 +62,7 @@ class PipelineSession:
         self._request = request
         self._listener = listener
         preset = parts.settings.qualities[request.quality]
-        self._geometry = Geometry(preset.width, preset.height, preset.zoom)
+        self._geometry = Geometry(preset.width, preset.height, preset.zoom, preset.fps)
         self._token = secrets.token_urlsafe(18)
         self._directory = parts.work_dir / f"session-{self._token[:8]}"
         snapshot = parts.settings.snapshot
