@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from fakecast import FakeCastDevice, LiveHlsServer, free_loopback_address
@@ -317,3 +320,21 @@ async def test_a_device_away_for_long_gets_a_fresh_connection_on_play(
     assert again is device
     assert listener.player_states[-1] == "PLAYING"
     await again.stop()
+
+
+async def test_discover_command_lists_devices(fake_tv: FakeCastDevice, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    cast = {"known_hosts": [fake_tv.host], "mdns": False, "discovery_timeout": 1.5}
+    config.write_text(json.dumps({"cast": cast}))  # JSON is YAML
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "--config", str(config), "discover",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err
+    header, *rows = out.decode().splitlines()
+    assert header.split() == ["NAME", "MODEL", "HOST", "PORT", "UUID"]
+    assert [row.split("  ") for row in rows] == [
+        ["Fake TV", "Chromecast", fake_tv.host, "8009", str(fake_tv.uuid)]
+    ]

@@ -49,9 +49,9 @@ class _Target:
 class ChromecastDevice:
     """Implements agent.cast.base.CastDevice on one kept-open connection."""
 
-    def __init__(self, name: str, info_host: str, settings: CastSettings) -> None:
+    def __init__(self, name: str, host: str, settings: CastSettings) -> None:
         self._name = name
-        self._host = info_host
+        self._host = host
         self._settings = settings
         self._connection: CastConnection | None = None
         self._target: _Target | None = None
