@@ -143,6 +143,10 @@ async def test_reboot_and_idle_close_are_recovered(rig: Callable[..., Any]) -> N
         back = r.mqtt.mark()
         lost = await r.event("device_lost", since=since)
         assert lost["reason"] == "connection_lost"
+        # The status says so too: nothing of ours is known to play while the device is away.
+        await r.status(
+            lambda s: s["state"] == "streaming" and s["player_state"] is None, since=since
+        )
         await r.event("recovered", since=back, within=10)
         await r.status(lambda s: s["state"] == "streaming" and s["player_state"] == "PLAYING")
         assert len(r.tv.loads) == 2
