@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import ssl
 from collections.abc import Sequence
 from contextlib import suppress
@@ -197,6 +198,9 @@ class MqttTransport:
             keepalive=mqtt.keepalive,
             tls_context=self._tls,
             timeout=10,
+            # Commands and responses are tiny: without this, Nagle's algorithm meeting the
+            # broker's delayed ACK holds each one back ~40 ms.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def _session(self) -> None:
