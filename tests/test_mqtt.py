@@ -29,8 +29,11 @@ async def test_start_status_stop(mosquitto: Mosquitto, agent: RunningAgent) -> N
         assert status["quality"] == "720p"
         assert status["request_id"] == "a1"
         assert status["player_state"] == "PLAYING"
-        started = await client.wait_json(f"{root}/event", lambda e: e["event"] == "started")
-        assert started["session_id"] == session_id
+        started = await client.wait_for(f"{root}/event", lambda m: m.json()["event"] == "started")
+        assert started.json()["session_id"] == session_id
+        # Status before the event about it: a client reacting to "started" sees "streaming".
+        streaming = client.wait_for(f"{root}/status", lambda m: m.json()["state"] == "streaming")
+        assert client.log.index(await streaming) < client.log.index(started)
 
         since = client.mark()
         response = await client.command(root, "status", "")
@@ -51,8 +54,10 @@ async def test_start_status_stop(mosquitto: Mosquitto, agent: RunningAgent) -> N
         }
         status = await client.wait_json(f"{root}/status", lambda s: s["state"] == "idle")
         assert status["session_id"] is None
-        stopped = await client.wait_json(f"{root}/event", lambda e: e["event"] == "stopped")
-        assert stopped["session_id"] == session_id
+        stopped = await client.wait_for(f"{root}/event", lambda m: m.json()["event"] == "stopped")
+        assert stopped.json()["session_id"] == session_id
+        idle = client.wait_for(f"{root}/status", lambda m: m.json()["state"] == "idle")
+        assert client.log.index(await idle) < client.log.index(stopped)
         assert not agent.factory.alive
 
         response = await client.command(root, "stop", "")

@@ -223,15 +223,12 @@ class MqttTransport:
                 self._client = client
                 await self._announce(client)
                 async with asyncio.TaskGroup() as tg:
-                    workers = [
-                        tg.create_task(self._receive(client)),
-                        tg.create_task(self._forward_statuses(client, statuses)),
-                        tg.create_task(self._forward_events(client, events)),
-                        tg.create_task(self._beat(client)),
-                    ]
-                    await self._closing.wait()
-                    for task in workers:
-                        task.cancel()
+                    receiving = tg.create_task(self._receive(client))
+                    beating = tg.create_task(self._beat(client))
+                    # Returns on close(), once everything the supervisor said is published.
+                    await tg.create_task(self._forward(client, statuses, events))
+                    receiving.cancel()
+                    beating.cancel()
                 await self._goodbye(client)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
@@ -281,18 +278,41 @@ class MqttTransport:
         beat = self._heartbeat.payload(mqtt_reconnects=self.reconnects)
         await client.publish(self._topics.heartbeat, encode(beat), qos=0, retain=True)
 
-    async def _forward_statuses(
-        self, client: aiomqtt.Client, statuses: asyncio.Queue[Status]
+    async def _forward(
+        self,
+        client: aiomqtt.Client,
+        statuses: asyncio.Queue[Status],
+        events: asyncio.Queue[Event],
     ) -> None:
-        while True:
-            await self._publish_status(client, await statuses.get())
-            _reraise_swallowed_cancel()
+        """Publish every status change and event, in the order the supervisor made them,
+        until close() and nothing is left (the ``stopped`` of a shutdown must get out).
 
-    async def _forward_events(self, client: aiomqtt.Client, events: asyncio.Queue[Event]) -> None:
-        while True:
-            event = await events.get()
-            await client.publish(self._topics.event, encode(event.to_payload()), qos=1)
-            _reraise_swallowed_cancel()
+        The supervisor sets a status before it emits the event about it, so pending statuses
+        go first: whoever reacts to ``started`` already finds ``streaming`` on ``~/status``.
+        """
+        next_status = asyncio.ensure_future(statuses.get())
+        next_event = asyncio.ensure_future(events.get())
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            while True:
+                await asyncio.wait(
+                    (next_status, next_event, closing), return_when=asyncio.FIRST_COMPLETED
+                )
+                if next_status.done():
+                    status, next_status = (
+                        next_status.result(),
+                        asyncio.ensure_future(statuses.get()),
+                    )
+                    await self._publish_status(client, status)
+                elif next_event.done():
+                    event, next_event = next_event.result(), asyncio.ensure_future(events.get())
+                    await client.publish(self._topics.event, encode(event.to_payload()), qos=1)
+                elif statuses.empty() and events.empty():
+                    return  # closing and drained (an item a getter has yet to take still counts)
+                _reraise_swallowed_cancel()
+        finally:
+            for waiter in (next_status, next_event, closing):
+                waiter.cancel()
 
     async def _beat(self, client: aiomqtt.Client) -> None:
         while True:
