@@ -158,3 +158,17 @@ async def test_sigterm_stops_the_stream_and_says_offline(
         assert stopped["reason"] == "shutdown"
     # The agent said goodbye itself (a clean disconnect, so the will never fired).
     assert "published offline" in (tmp_path / "agent.log").read_text()
+
+
+async def test_shutdown_while_the_broker_is_down(
+    mosquitto: Mosquitto, agent_settings: Callable[..., Settings], start_agent: StartAgent
+) -> None:
+    async with start_agent(agent_settings()) as agent:
+        async with probe(mosquitto.port, f"{agent.root}/response/#") as client:
+            await client.command(agent.root, "start", "http://a/down")
+        mosquitto.kill()
+        await asyncio.sleep(0.3)
+        began = time.monotonic()
+        await agent.stop()
+        assert time.monotonic() - began < 5
+        assert not agent.factory.alive
