@@ -8,13 +8,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 import yaml
+from loguru import logger
 
 from agent import __version__
 from agent.app import run_agent
 from agent.cast.discovery import discover_devices, format_devices
 from agent.config import ConfigError, Settings, load_settings, resolve_config_path
+from agent.errors import PagecastError
 from agent.logs import setup_logging
 
+EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -22,7 +25,12 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(settings.log)
-    asyncio.run(run_agent(settings))
+    try:
+        asyncio.run(run_agent(settings))
+    except (OSError, PagecastError) as exc:
+        # What a user can fix (a port in use, a missing program): one line, not a traceback.
+        logger.error("pagecast cannot run: {}", exc)
+        return EXIT_FAILURE
     return 0
 
 
