@@ -406,3 +406,17 @@ async def test_auth_profile_reaches_its_origin_and_stays_secret(tmp_path: Path) 
     assert logs
     for secret in secrets:
         assert not any(secret in line for line in logs), f"{secret} leaked into the log"
+
+
+async def test_leaving_the_backend_stops_a_session_left_running(
+    tmp_path: Path, page_server: PageServer
+) -> None:
+    listener = RecordingListener()
+    async with running_backend(tmp_path) as backend:
+        session = backend.create_session("s1", request(page_server.color("ff0000")), listener)
+        await session.start()
+        assert named("ffmpeg")
+    assert not named("ffmpeg")
+    assert not named("chrom")
+    assert not named("Xvfb")
+    assert not await asyncio.to_thread(lambda: list(tmp_path.iterdir()))

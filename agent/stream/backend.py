@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from types import TracebackType
 
@@ -38,6 +39,7 @@ class StreamBackend:
         self._warming: asyncio.Task[None] | None = None
         self._work_dir: Path | None = None
         self._own_work_dir = False
+        self._sessions: weakref.WeakSet[PipelineSession] = weakref.WeakSet()
 
     @property
     def screens(self) -> ScreenKeeper:
@@ -96,6 +98,9 @@ class StreamBackend:
             logger.warning("could not warm up the browser: {}", exc)
 
     async def _exit(self) -> None:
+        # Normally the supervisor stopped its session already; nothing may outlive the backend.
+        for session in list(self._sessions):
+            await session.stop()
         if self._warming is not None:
             self._warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -123,4 +128,6 @@ class StreamBackend:
             work_dir=self._work_dir,
             on_snapshot=self._on_snapshot,
         )
-        return PipelineSession(parts, session_id, request, listener)
+        session = PipelineSession(parts, session_id, request, listener)
+        self._sessions.add(session)
+        return session
