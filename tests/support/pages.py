@@ -9,6 +9,7 @@ or the ``page_server`` fixture (session-scoped): ``from support.pages import pag
 
 Pages:
 - ``/color/<rrggbb>``   solid colour filling the window; title ``color <rrggbb>``
+- ``/tall/<rrggbb>``    the same colour, 3000 px tall (a browser would show a scrollbar)
 - ``/animated``         full-screen motion (moving blocks, a running clock) for CPU benchmarks
 - ``/dashboard``        a mostly static dashboard (cards, numbers, a clock ticking each second)
 - ``/status/<code>``    answers with that HTTP status (e.g. 404, 500)
@@ -102,10 +103,10 @@ document.title = JSON.stringify(seen);
 </script></body></html>"""
 
 
-def color_page(rgb: str) -> str:
+def color_page(rgb: str, height: str = "100vh") -> str:
     return (
         f"<!doctype html><html><head><title>color {rgb}</title></head>"
-        f'<body style="margin:0;background:#{rgb};height:100vh"></body></html>'
+        f'<body style="margin:0;background:#{rgb};height:{height}"></body></html>'
     )
 
 
@@ -119,6 +120,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if match := re.fullmatch(r"/color/([0-9a-fA-F]{6})", path):
             self._send(200, color_page(match.group(1)))
+        elif match := re.fullmatch(r"/tall/([0-9a-fA-F]{6})", path):
+            self._send(200, color_page(match.group(1), height="3000px"))
         elif path == "/animated":
             self._send(200, _ANIMATED)
         elif path == "/dashboard":
