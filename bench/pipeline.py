@@ -111,26 +111,27 @@ def tree_cpu(include_self: bool) -> dict[int, float]:
     return {pid: _cpu_of(pid) for pid in pids}
 
 
-async def cpu_per_second(seconds: float, include_self: bool) -> float:
+async def cpu_per_second(seconds: float, include_self: bool, only: int | None = None) -> float:
+    """CPU seconds per second of the process tree (or of the one process ``only``)."""
     before = tree_cpu(include_self)
     started = time.monotonic()
     await asyncio.sleep(seconds)
     after = tree_cpu(include_self)
     elapsed = time.monotonic() - started
     # Processes that appeared meanwhile count from zero; vanished ones are not expected.
-    used = sum(after[pid] - before.get(pid, 0.0) for pid in after)
+    used = sum(after[pid] - before.get(pid, 0.0) for pid in after if only in (None, pid))
     return used / elapsed
 
 
 # -- agent ---------------------------------------------------------------------------------------
 
 
-def settings(work_dir: Path, *, keep_warm: bool, snapshot: bool) -> Settings:
+def settings(work_dir: Path, *, keep_warm: bool, snapshot: float | None) -> Settings:
     return Settings(
         node_id="bench",
         stream={"http_port": 0, "work_dir": str(work_dir)},
         browser={"keep_warm": keep_warm},
-        snapshot={"enabled": snapshot},
+        snapshot={"enabled": snapshot is not None, "interval": snapshot or 5.0},
         cast={"device": "none"},
         homeassistant={"enabled": False},
     )
@@ -154,7 +155,7 @@ async def backend(
 
 
 async def timed_start(work_dir: Path, url: str, *, keep_warm: bool) -> float:
-    async with backend(work_dir, keep_warm=keep_warm, snapshot=True) as running:
+    async with backend(work_dir, keep_warm=keep_warm, snapshot=5.0) as running:
         session = running.create_session(
             "bench", StreamRequest(url=url, quality=QUALITY), Listener()
         )
@@ -183,7 +184,7 @@ async def switch_latencies(work_dir: Path, pages: PageServer, runs: int) -> list
     colours = [("ff0000", (255, 0, 0)), ("0000ff", (0, 0, 255))]
     latencies = []
     async with (
-        backend(work_dir, keep_warm=True, snapshot=True) as running,
+        backend(work_dir, keep_warm=True, snapshot=5.0) as running,
         aiohttp.ClientSession() as http,
     ):
         listener = Listener()
@@ -230,7 +231,10 @@ async def first_showing(
         await asyncio.sleep(0.02)
 
 
-async def agent_cpu(work_dir: Path, url: str, seconds: float, *, snapshot: bool) -> float:
+async def agent_cpu(
+    work_dir: Path, url: str, seconds: float, *, snapshot: float | None
+) -> tuple[float, float]:
+    """CPU per second of the agent's whole tree and of its ffmpeg alone."""
     async with backend(work_dir, keep_warm=True, snapshot=snapshot) as running:
         session = running.create_session(
             "bench", StreamRequest(url=url, quality=QUALITY), Listener()
@@ -238,9 +242,22 @@ async def agent_cpu(work_dir: Path, url: str, seconds: float, *, snapshot: bool)
         await session.start()
         try:
             await asyncio.sleep(2)  # past the page's start-up work
-            return await cpu_per_second(seconds, include_self=True)
+            [ffmpeg] = [pid for pid in _tree(os.getpid()) if _name(pid) == "ffmpeg"]
+            total, alone = await asyncio.gather(
+                cpu_per_second(seconds, include_self=True),
+                cpu_per_second(seconds, include_self=True, only=ffmpeg),
+            )
+            return total, alone
         finally:
             await session.stop()
+
+
+def _name(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    return stat[stat.index("(") + 1 : stat.rindex(")")]
 
 
 # -- reference -------------------------------------------------------------------------------
@@ -334,27 +351,33 @@ async def main() -> None:
         switches = await switch_latencies(work_dir, pages, args.runs)
         rows.append(("switch (s)", f"{median(switches):.2f}", "≤ 1.0"))
         for name, url in (("dashboard", dashboard), ("animated", animated)):
-            reference, plain, with_snapshots = [], [], []
+            reference: list[float] = []
+            runs: dict[float | None, list[tuple[float, float]]] = {None: [], 5.0: [], 0.5: []}
             for _ in range(args.runs):  # interleaved, so load from elsewhere hits all alike
                 reference.append(await reference_cpu(work_dir, url, args.seconds))
-                plain.append(await agent_cpu(work_dir, url, args.seconds, snapshot=False))
-                with_snapshots.append(await agent_cpu(work_dir, url, args.seconds, snapshot=True))
+                for interval, results in runs.items():
+                    results.append(await agent_cpu(work_dir, url, args.seconds, snapshot=interval))
             ref = median(reference)
+            plain = median([total for total, _ in runs[None]])
+            plain_ffmpeg = median([alone for _, alone in runs[None]])
             rows.append((f"CPU {name}: reference (cpu-s/s)", f"{ref:.3f}", ""))
             rows.append(
                 (
                     f"CPU {name}: agent (cpu-s/s)",
-                    f"{median(plain):.3f} ({median(plain) / ref:.2f}x)",
+                    f"{plain:.3f} ({plain / ref:.2f}x)",
                     "≤ 0.9x reference",
                 )
             )
-            rows.append(
-                (
-                    f"CPU {name}: agent + snapshots every 5 s",
-                    f"{median(with_snapshots):.3f} ({median(with_snapshots) / ref:.2f}x)",
-                    f"snapshot cost {median(with_snapshots) - median(plain):+.3f}",
+            for interval in (5.0, 0.5):
+                total = median([t for t, _ in runs[interval]])
+                extra = median([a for _, a in runs[interval]]) - plain_ffmpeg
+                rows.append(
+                    (
+                        f"CPU {name}: agent + snapshot every {interval:g} s",
+                        f"{total:.3f} ({total / ref:.2f}x)",
+                        f"ffmpeg alone {extra:+.3f} vs no snapshots",
+                    )
                 )
-            )
     width = max(len(row[0]) for row in rows)
     value_width = max(len(row[1]) for row in rows)
     print(f"\npagecast pipeline benchmark, {QUALITY}, median of {args.runs} runs")
