@@ -20,6 +20,7 @@ from mqtt_helpers import CuttableLink, Mosquitto, probe
 from agent.config import Settings
 
 DOUBLE_AGENT = Path(__file__).with_name("agent_double.py")
+Spawn = Callable[..., tuple[subprocess.Popen[bytes], Settings]]
 
 
 async def test_broker_restart_agent_back_within_3s(
@@ -80,14 +81,12 @@ async def test_command_sent_while_disconnected_is_not_run_later(
 
 
 @pytest.fixture
-def spawn_agent(
-    tmp_path: Path, agent_settings: Callable[..., Settings]
-) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], Settings]]]:
+def spawn_agent(tmp_path: Path, agent_settings: Callable[..., Settings]) -> Iterator[Spawn]:
     """``python tests/agent_double.py``: the real agent as a process, the double inside."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def spawn() -> tuple[subprocess.Popen[bytes], Settings]:
-        settings = agent_settings()
+    def spawn(settings: Settings | None = None) -> tuple[subprocess.Popen[bytes], Settings]:
+        settings = settings or agent_settings()
         config = tmp_path / f"{uuid.uuid4().hex}.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -113,12 +112,12 @@ def spawn_agent(
     yield spawn
     for process in processes:
         if process.poll() is None:
-            process.kill()
+            process.kill()  # SIGKILL also ends a SIGSTOPped one
         process.wait(5)
 
 
 async def test_kill_9_makes_the_broker_publish_offline(
-    mosquitto: Mosquitto, spawn_agent: Callable[[], tuple[subprocess.Popen[bytes], Settings]]
+    mosquitto: Mosquitto, spawn_agent: Spawn
 ) -> None:
     process, settings = spawn_agent()
     root = settings.topic_root
@@ -133,7 +132,7 @@ async def test_kill_9_makes_the_broker_publish_offline(
 
 async def test_sigterm_stops_the_stream_and_says_offline(
     mosquitto: Mosquitto,
-    spawn_agent: Callable[[], tuple[subprocess.Popen[bytes], Settings]],
+    spawn_agent: Spawn,
     tmp_path: Path,
 ) -> None:
     process, settings = spawn_agent()
@@ -172,3 +171,24 @@ async def test_shutdown_while_the_broker_is_down(
         await agent.stop()
         assert time.monotonic() - began < 5
         assert not agent.factory.alive
+
+
+async def test_a_restarted_agent_ends_online_while_its_old_self_hangs(
+    mosquitto: Mosquitto, spawn_agent: Spawn
+) -> None:
+    """Same node id, old process frozen: the broker hands the session over, publishes the old
+    connection's will, and the new agent's ``online`` comes after it, so it stays online."""
+    old, settings = spawn_agent()
+    root = settings.topic_root
+    async with probe(mosquitto.port, f"{root}/availability") as client:
+        await client.wait_for(f"{root}/availability", lambda m: m.payload == b"online", within=15)
+        old.send_signal(signal.SIGSTOP)
+        since = client.mark()
+        spawn_agent(settings)
+        await client.wait_for(
+            f"{root}/availability", lambda m: m.payload == b"online", since=since, within=15
+        )
+        payloads = [m.payload for m in client.messages(f"{root}/availability", since=since)]
+        assert payloads == [b"offline", b"online"]
+    async with probe(mosquitto.port, f"{root}/availability") as late:
+        assert (await late.wait_for(f"{root}/availability")).payload == b"online"
