@@ -167,3 +167,41 @@ async def test_extension_hook(
             await transport.close()
             assert serving.done()
             supervising.cancel()
+
+
+class BrokenExtension:
+    name = "broken"
+
+    def subscriptions(self) -> Sequence[str]:
+        return ["broken/in"]
+
+    async def on_connect(self, publisher: Publisher) -> None:
+        raise RuntimeError("on_connect bug")
+
+    async def on_message(self, topic: str, payload: bytes, publisher: Publisher) -> None:
+        raise RuntimeError("on_message bug")
+
+    async def run(self, publisher: Publisher) -> None:
+        raise RuntimeError("run bug")
+
+
+async def test_a_broken_extension_does_not_take_the_agent_down(
+    mosquitto: Mosquitto, agent_settings: Callable[..., Settings]
+) -> None:
+    settings = agent_settings()
+    root = settings.topic_root
+    supervisor = Supervisor(DoubleFactory())
+    transport = MqttTransport(
+        settings, supervisor, Dispatcher(supervisor, settings), extensions=[BrokenExtension()]
+    )
+    async with probe(mosquitto.port, f"{root}/#") as client, asyncio.TaskGroup() as tg:
+        supervising = tg.create_task(supervisor.run())
+        tg.create_task(transport.run())
+        await client.wait_for(f"{root}/availability", lambda m: m.payload == b"online")
+        await client.publish("broken/in", b"x")
+        started = await client.command(root, "start", "http://a/still-serving")
+        assert started["ok"]
+        await client.wait_json(f"{root}/status", lambda s: s["state"] == "streaming")
+        await supervisor.shutdown()
+        await transport.close()
+        supervising.cancel()

@@ -47,4 +47,7 @@ class Publisher(Protocol):
         """Publish now; False (and nothing raised) when not connected or the link broke."""
 
     async def republish(self) -> None:
-        """Publish status, info and heartbeat again, then ``online`` (e.g. on a HA birth)."""
+        """Publish status, info and heartbeat again, then ``online`` (e.g. on a HA birth).
+
+        Like publish(), never raises on a broken link: the next connect announces anyway.
+        """

@@ -137,20 +137,32 @@ class MqttTransport:
 
     async def republish(self) -> None:
         client = self._client
-        if client is not None:
+        if client is None:
+            return
+        try:
             await self._announce(client)
+        except aiomqtt.MqttError as exc:
+            # The connection broke meanwhile; the reconnect announces everything anyway.
+            logger.debug("republish failed: {}", exc)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                extension_tasks = [tg.create_task(ext.run(self)) for ext in self._extensions]
+                extension_tasks = [tg.create_task(self._run(ext)) for ext in self._extensions]
                 await self._connect_forever()
                 for task in extension_tasks:
                     task.cancel()
         finally:
             self._closed.set()
+
+    async def _run(self, extension: MqttExtension) -> None:
+        try:
+            await extension.run(self)
+        except Exception:
+            # A broken extension loses its feature, not the agent its control plane.
+            logger.exception("extension {} stopped", extension.name)
 
     async def close(self) -> None:
         self._closing.set()
