@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -15,10 +16,11 @@ import pytest
 import yaml
 from agent_double import START_DELAY_ENV
 from conftest import StartAgent
-from mqtt_helpers import CuttableLink, Mosquitto, probe
+from mqtt_helpers import CuttableLink, Mosquitto, free_port, probe
 
 from agent.config import Settings
 
+REPO = Path(__file__).resolve().parents[1]
 DOUBLE_AGENT = Path(__file__).with_name("agent_double.py")
 Spawn = Callable[..., tuple[subprocess.Popen[bytes], Settings]]
 
@@ -192,3 +194,82 @@ async def test_a_restarted_agent_ends_online_while_its_old_self_hangs(
         assert payloads == [b"offline", b"online"]
     async with probe(mosquitto.port, f"{root}/availability") as late:
         assert (await late.wait_for(f"{root}/availability")).payload == b"online"
+
+
+def _descendants(pid: int) -> set[int]:
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                child = int(stat.parent.name)
+                children |= {child, *_descendants(child)}
+    return children
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    return False
+
+
+async def test_the_shipped_agent_streams_and_ends_cleanly_on_sigterm(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """``python -m agent`` with the real pipeline (no TV): stream, SIGTERM, nothing left over."""
+    node = f"real-{uuid.uuid4().hex[:6]}"
+    root = f"pagecast/{node}"
+    http_port = free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "node_id": node,
+                "mqtt": {"host": "127.0.0.1", "port": mosquitto.port},
+                "cast": {"device": "none", "mdns": False},
+                "stream": {
+                    "http_host": "127.0.0.1",
+                    "http_port": http_port,
+                    "public_host": "127.0.0.1",
+                },
+                "browser": {"keep_warm": False},
+                "homeassistant": {"enabled": False},
+            }
+        )
+    )
+    with (tmp_path / "agent.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "--config", str(config),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+    try:
+        async with probe(mosquitto.port, f"{root}/#") as client:
+            await client.wait_for(
+                f"{root}/availability", lambda m: m.payload == b"online", within=30
+            )
+            # The agent's own health page is a page like any other.
+            started = await client.command(root, "start", f"http://127.0.0.1:{http_port}/healthz")
+            assert started["ok"]
+            status = await client.wait_json(
+                f"{root}/status", lambda s: s["state"] in ("streaming", "error"), within=60
+            )
+            assert status["state"] == "streaming", status
+            assert status["stream_url"].startswith(f"http://127.0.0.1:{http_port}/stream/")
+            children = _descendants(process.pid)
+            assert children, "the pipeline runs in child processes"
+            since = client.mark()
+            sent = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            await client.wait_for(
+                f"{root}/availability", lambda m: m.payload == b"offline", since=since, within=5
+            )
+            assert await asyncio.wait_for(process.wait(), 10) == 0
+            assert time.monotonic() - sent < 5
+            last = client.messages(f"{root}/status", since=since)[-1].json()
+            assert last["state"] == "idle"
+            assert not [pid for pid in children if _alive(pid)], "orphans after SIGTERM"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
