@@ -221,9 +221,13 @@ async def test_repeated_id_is_answered_from_cache_not_redone(rig: Rig) -> None:
     await rig.settled()
     assert rig.supervisor.status.state is State.IDLE
     assert len(rig.factory.sessions) == 1
-    # An error is replayed too, and the same id on another command is a different request.
+    # A refused command did nothing: fixed and resent under the same id, it runs.
     bad = await rig.send("start", {"url": "file:///x", "id": "e"})
-    assert await rig.send("start", {"url": "http://a/", "id": "e"}) == bad
+    assert bad.error is not None
+    fixed = await rig.send("start", {"url": "http://a/", "id": "e"})
+    assert fixed.ok
+    assert fixed.session_id != first.session_id
+    # The same id on another command is a different request.
     assert (await rig.send("stop", {"id": "dup"})).command == "stop"
 
 

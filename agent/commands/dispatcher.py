@@ -106,7 +106,9 @@ class Dispatcher:
             log.exception("command {} failed unexpectedly", command)
             info = ErrorInfo(ErrorCode.INTERNAL, f"{exc.__class__.__name__}: {exc}")
             response = Response.failure(command, request_id, info)
-        if response.id is not None and command in REPLAYED:
+        # Only what was done is remembered: a refused command did nothing to repeat, and a
+        # sender may fix its payload and resend it under the same id.
+        if response.ok and response.id is not None and command in REPLAYED:
             self._replay.put(command, response.id, response)
         return response
 
