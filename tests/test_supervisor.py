@@ -31,6 +31,7 @@ class DoubleSession:
     async def start(self) -> None:
         self.calls.append("start")
         self.alive = True
+        await asyncio.sleep(0)  # real sessions always yield at least once
         if self.hold_start:
             await self.released.wait()
         if self.fail_with is not None:
@@ -363,3 +364,20 @@ async def test_cancelling_the_worker_mid_start_cleans_up() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert factory.sessions[0].calls == ["start", "stop"]
     assert not factory.sessions[0].alive
+
+
+@pytest.mark.parametrize("yields", range(12))
+async def test_cancel_landing_as_work_completes_still_ends_the_worker(yields: int) -> None:
+    # Python 3.11 loses a cancel that arrives as awaited work completes; the worker must end.
+    factory = Factory()
+    supervisor = Supervisor(factory)
+    task = asyncio.create_task(supervisor.run())
+    supervisor.start(req())
+    await asyncio.sleep(0.01)
+    supervisor.start(req(quality="1080p"))  # a restart, not an in-place switch
+    for _ in range(yields):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert task in done, "the supervisor swallowed its cancellation"
+    assert not any(s.alive for s in factory.sessions)

@@ -217,7 +217,7 @@ class Supervisor:
         )
         log.info("starting stream")
         try:
-            await self._in_flight(lambda: asyncio.wait_for(session.start(), self._start_timeout_s))
+            await self._in_flight(lambda: _within(self._start_timeout_s, session.start()))
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise
@@ -303,6 +303,7 @@ class Supervisor:
             await task
         finally:
             self._work = None
+        _reraise_lost_cancel()
 
     async def _stop_running(
         self, running: _Running, reason: _StopReason, *, quiet: bool = False
@@ -333,7 +334,8 @@ class Supervisor:
 
     async def _teardown(self, running: _Running) -> None:
         try:
-            await asyncio.wait_for(running.session.stop(), self._stop_timeout_s)
+            await _within(self._stop_timeout_s, running.session.stop())
+            _reraise_lost_cancel()
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise
@@ -442,6 +444,20 @@ def _bind(session_id: str, request: StreamRequest) -> Any:
 def _being_cancelled() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def _reraise_lost_cancel() -> None:
+    """Python 3.11 can lose a cancel that lands as awaited work completes (its ``wait_for``,
+    or a session that swallows one): the awaiting task resumes normally with ``cancelling()``
+    still set and would never end. Honour the cancel here instead."""
+    if _being_cancelled():
+        raise asyncio.CancelledError
+
+
+async def _within(seconds: float, work: Awaitable[None]) -> None:
+    # asyncio.timeout rather than wait_for: on 3.11 wait_for may swallow an outer cancel.
+    async with asyncio.timeout(seconds):
+        await work
 
 
 def _as_error(exc: BaseException, what: str) -> ErrorInfo:
