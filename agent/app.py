@@ -13,8 +13,10 @@ from agent import __version__
 from agent.cast.manager import ChromecastManager
 from agent.commands import Dispatcher
 from agent.config import Settings
+from agent.extensions.console import ConsoleGuide
 from agent.extensions.homeassistant import HomeAssistantDiscovery
 from agent.extensions.snapshot_mqtt import SnapshotPublisher
+from agent.stream.address import stream_host
 from agent.stream.backend import StreamBackend
 from agent.supervisor.session import SessionFactory
 from agent.supervisor.supervisor import Supervisor
@@ -78,11 +80,20 @@ async def run_agent(
             if settings.api.enabled:
                 backend.web.add_routes(WebhookApi(settings.api, dispatcher, supervisor).routes())
             await stack.enter_async_context(backend)
+            host = stream_host(settings.stream.public_host, None)
+            guide: ConsoleGuide | None = ConsoleGuide(
+                f"http://{host}:{backend.web.port}", supervisor
+            )
+        else:
+            guide = None
         transport = MqttTransport(settings, supervisor, dispatcher, extensions=extensions)
         logger.info("pagecast {} starting as {}", __version__, settings.topic_root)
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(supervisor.run(), name="supervisor")
             serving = tg.create_task(transport.run(), name="mqtt")
+            if guide is not None:
+                guide.announce()
+                guiding = tg.create_task(guide.run(), name="console")
             await stop_requested.wait()
             logger.info("shutting down")
             try:
@@ -95,4 +106,6 @@ async def run_agent(
                 logger.warning("could not say goodbye on MQTT in time")
                 serving.cancel()
             supervising.cancel()
+            if guide is not None:
+                guiding.cancel()
     logger.info("stopped")

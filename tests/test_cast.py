@@ -125,12 +125,23 @@ async def test_no_device_configured_uses_the_only_one_found(fake_tv: FakeCastDev
         assert device.name == "Fake TV"
 
 
-async def test_no_device_configured_and_none_found() -> None:
+async def test_no_device_configured_and_several_found_needs_a_choice(
+    fake_tv: FakeCastDevice,
+) -> None:
+    async with FakeCastDevice("Bedroom TV") as other:
+        hosts = [fake_tv.host, other.host]
+        async with ChromecastManager(settings(known_hosts=hosts, discovery_timeout=1.5)) as cm:
+            with pytest.raises(PagecastError) as caught:
+                await cm.resolve(None)
+    assert caught.value.code is ErrorCode.DEVICE_NOT_FOUND
+    assert "'Fake TV'" in caught.value.message
+    assert "'Bedroom TV'" in caught.value.message
+
+
+async def test_no_device_configured_and_none_found_streams_only() -> None:
+    # A first run without a TV still streams, so a newcomer sees pagecast work.
     async with ChromecastManager(settings(discovery_timeout=0.5)) as cm:
-        with pytest.raises(PagecastError) as caught:
-            await cm.resolve(None)
-        assert caught.value.code is ErrorCode.DEVICE_NOT_FOUND
-        assert "cast.device" in caught.value.message
+        assert await cm.resolve(None) is None
 
 
 async def test_unreachable_address() -> None:

@@ -217,7 +217,8 @@ def _alive(pid: int) -> bool:
 async def test_the_shipped_agent_streams_and_ends_cleanly_on_sigterm(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    """``python -m agent`` with the real pipeline (no TV): stream, SIGTERM, nothing left over."""
+    """``python -m agent`` with the real pipeline and no TV in sight: it still streams and says
+    where to look; SIGTERM leaves nothing over."""
     node = f"real-{uuid.uuid4().hex[:6]}"
     root = f"pagecast/{node}"
     http_port = free_port()
@@ -227,7 +228,8 @@ async def test_the_shipped_agent_streams_and_ends_cleanly_on_sigterm(
             {
                 "node_id": node,
                 "mqtt": {"host": "127.0.0.1", "port": mosquitto.port},
-                "cast": {"device": "none", "mdns": False},
+                # No device configured and none found: a newcomer's first run.
+                "cast": {"mdns": False, "discovery_timeout": 0.5},
                 "stream": {
                     "http_host": "127.0.0.1",
                     "http_port": http_port,
@@ -256,6 +258,9 @@ async def test_the_shipped_agent_streams_and_ends_cleanly_on_sigterm(
             )
             assert status["state"] == "streaming", status
             assert status["stream_url"].startswith(f"http://127.0.0.1:{http_port}/stream/")
+            base = f"http://127.0.0.1:{http_port}"
+            printed = await _wait_for_text(tmp_path / "agent.log", status["stream_url"])
+            assert f"health {base}/healthz, snapshot {base}/snapshot.jpg" in printed
             children = _descendants(process.pid)
             assert children, "the pipeline runs in child processes"
             since = client.mark()
@@ -273,3 +278,14 @@ async def test_the_shipped_agent_streams_and_ends_cleanly_on_sigterm(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def _wait_for_text(path: Path, text: str, within: float = 10) -> str:
+    """The log so far, once it contains ``text``."""
+    deadline = time.monotonic() + within
+    while True:
+        content = await asyncio.to_thread(path.read_text, errors="replace")
+        if text in content or time.monotonic() > deadline:
+            assert text in content, f"{text!r} never printed:\n{content[-2000:]}"
+            return content
+        await asyncio.sleep(0.1)

@@ -33,5 +33,6 @@ class CastManager(Protocol):
     async def resolve(self, spec: str | None) -> CastDevice | None:
         """The device for ``spec`` (a start command's ``device`` or None for the configured one).
 
-        None means stream-only (``none``). Raises DEVICE_NOT_FOUND / DEVICE_UNREACHABLE.
+        None means stream-only: ``none``, or nothing configured and no device in sight.
+        Raises DEVICE_NOT_FOUND / DEVICE_UNREACHABLE.
         """

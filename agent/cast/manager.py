@@ -72,14 +72,21 @@ class ChromecastManager:
         known = self._devices.get((info.host, info.port))
         return known if known is not None else await self._connect(info)
 
-    async def _only_device(self) -> ChromecastDevice:
-        """No device configured or asked for: fine when exactly one is around."""
+    async def _only_device(self) -> ChromecastDevice | None:
+        """No device configured or asked for: the only one around, or none at all.
+
+        With no device in sight the stream still runs (stream-only), so that a first run
+        without a TV shows pagecast working; several devices need a choice.
+        """
         if len(self._devices) == 1:
             return next(iter(self._devices.values()))
         found = await self._discovery.settle(self._settings.discovery_timeout)
         if len(found) == 1:
             known = self._devices.get((found[0].host, found[0].port))
             return known if known is not None else await self._connect(found[0])
+        if not found:
+            logger.warning("no Cast device found and none configured: streaming without casting")
+            return None
         names = ", ".join(repr(i.friendly_name) for i in found) or "none"
         raise PagecastError(
             ErrorCode.DEVICE_NOT_FOUND,
