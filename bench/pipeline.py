@@ -383,7 +383,7 @@ async def main() -> None:
     print(f"\npagecast pipeline benchmark, {QUALITY}, median of {args.runs} runs")
     print(f"{'figure'.ljust(width)}  {'measured'.ljust(value_width)}  target")
     for label, value, target in rows:
-        print(f"{label.ljust(width)}  {value.ljust(value_width)}  {target}")
+        print(f"{label.ljust(width)}  {value.ljust(value_width)}  {target}".rstrip())
     print(f"\nraw: cold={cold} warm={warm} switch={switches}")
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -61,7 +62,10 @@ async def newest_segment_rgb(master_url: str) -> tuple[int, int, int]:
 
 async def wait_for_colour(master_url: str, rgb: tuple[int, int, int], within: float = 10) -> None:
     async def shows() -> bool:
-        return close_to(await newest_segment_rgb(master_url), rgb)
+        try:
+            return close_to(await newest_segment_rgb(master_url), rgb)
+        except subprocess.CalledProcessError:
+            return False  # slid out of the window meanwhile, or no picture in it
 
     await until_async(shows, within=within, interval=0.2)
 

@@ -211,6 +211,10 @@ class Encoder:
 
     async def start(self) -> None:
         append = (self.directory / MEDIA_PLAYLIST).exists()
+        if self._process is not None:
+            # A restart: SIGTERM would let ffmpeg write #EXT-X-ENDLIST, and a receiver that
+            # polls the playlist before the new ffmpeg removes it ends playback.
+            await self._process.kill()
         await self.stop()
         self.progress = Progress()
         self._process = await ChildProcess.spawn(

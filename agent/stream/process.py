@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import signal
 from collections import deque
@@ -93,6 +94,13 @@ class ChildProcess:
             await asyncio.shield(self._process.wait())
             if self._reader is not None:
                 await asyncio.shield(self._reader)
+
+    async def kill(self) -> None:
+        """End it at once, without the chance to finish anything; reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            if self.alive:
+                self._process.kill()
+        await self.stop()
 
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():

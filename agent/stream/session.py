@@ -71,7 +71,7 @@ class PipelineSession:
             preset.bitrate_kbps,
             snapshot.interval if snapshot.enabled else None,
         )
-        self._log = logger.bind(session_id=session_id, url=request.url, quality=request.quality)
+        self._session_id = session_id
         self._screen: Screen | None = None
         self._page: BrowserPage | None = None
         self._encoder: Encoder | None = None
@@ -85,8 +85,19 @@ class PipelineSession:
 
     # -- StreamSession -----------------------------------------------------------------------
 
+    def _logging(self) -> contextlib.AbstractContextManager[None]:
+        """Binds session, URL and quality to every log line of the work inside, including the
+        processes' and the watcher task's (tasks inherit the context they were created in)."""
+        return logger.contextualize(
+            session_id=self._session_id, url=self._request.url, quality=self._request.quality
+        )
+
     async def start(self) -> None:
-        self._log.info("starting pipeline")
+        with self._logging():
+            await self._start()
+
+    async def _start(self) -> None:
+        logger.info("starting pipeline")
         try:
             async with asyncio.TaskGroup() as group:
                 # Finding and connecting the device overlaps with bringing the pipeline up.
@@ -99,11 +110,11 @@ class PipelineSession:
         self._listener.set_stream_url(stream_url)
         self._watcher = asyncio.create_task(self._watch(), name="pipeline-watch")
         if self._device is None:
-            self._log.info("streaming without a Cast device at {}", stream_url)
+            logger.info("streaming without a Cast device at {}", stream_url)
             return
         await self._wait_for_segments(_SEGMENTS_BEFORE_CAST)
         title = await self._page.title() if self._page else None
-        self._log.info("casting to {}", self._device.name)
+        logger.info("casting to {}", self._device.name)
         await self._device.play(stream_url, title or self._request.url, self._listener)
 
     def can_switch(self, request: StreamRequest) -> bool:
@@ -117,19 +128,23 @@ class PipelineSession:
     async def switch(self, session_id: str, request: StreamRequest) -> None:
         if self._page is None:
             raise PagecastError(ErrorCode.PIPELINE_FAILED, "no page to switch")
-        self._log = logger.bind(session_id=session_id, url=request.url, quality=request.quality)
-        self._log.info("switching page in place")
-        self._request = request
-        await navigation.load(
-            self._page.page, request.url, self._settings.stream.page_load_timeout_s
-        )
-        self._listener.set_title(await self._page.title())
+        self._session_id, self._request = session_id, request
+        with self._logging():
+            logger.info("switching page in place")
+            await navigation.load(
+                self._page.page, request.url, self._settings.stream.page_load_timeout_s
+            )
+            self._listener.set_title(await self._page.title())
 
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
-        self._log.info("stopping pipeline")
+        with self._logging():
+            await self._stop()
+
+    async def _stop(self) -> None:
+        logger.info("stopping pipeline")
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,7 +154,7 @@ class PipelineSession:
                 try:
                     await asyncio.wait_for(self._device.stop(), 10)
                 except Exception as exc:
-                    self._log.warning("stopping the Cast device failed: {}", exc)
+                    logger.warning("stopping the Cast device failed: {}", exc)
         finally:
             await self._teardown()
 
@@ -229,16 +244,19 @@ class PipelineSession:
     async def _teardown(self) -> None:
         self._parts.web.unpublish(self._token)
         self._parts.on_snapshot(None)
-        if self._encoder is not None:
-            await self._encoder.stop()
-        if self._page is not None:
-            await self._page.close()
-            self._page = None
-        if self._holding_screen:
-            self._holding_screen = False
-            await self._parts.screens.release()
-        await asyncio.to_thread(shutil.rmtree, self._directory, True)
-        self._log.info("pipeline stopped")
+        try:
+            if self._encoder is not None:
+                await self._encoder.stop()
+            if self._page is not None:
+                await self._page.close()
+                self._page = None
+        finally:
+            # Even when interrupted: a screen never handed back would block every later start.
+            if self._holding_screen:
+                self._holding_screen = False
+                await self._parts.screens.release()
+            await asyncio.to_thread(shutil.rmtree, self._directory, True)
+        logger.info("pipeline stopped")
 
     # -- self-healing ------------------------------------------------------------------------
 
@@ -268,24 +286,24 @@ class PipelineSession:
 
     async def _recover(self, reason: str) -> bool:
         max_restarts = self._settings.stream.max_restarts
-        self._log.warning("pipeline broken ({}); restarting", reason)
+        logger.warning("pipeline broken ({}); restarting", reason)
         while self._restarts < max_restarts:
             self._restarts += 1
             await asyncio.sleep(min(0.25 * 2 ** (self._restarts - 1), 5.0))
             try:
                 await self._heal()
             except Exception as exc:
-                self._log.warning("restart {} failed: {}", self._restarts, exc)
+                logger.warning("restart {} failed: {}", self._restarts, exc)
                 reason = str(exc)
                 continue
             self._healthy_since = time.monotonic()
-            self._log.info("pipeline recovered after: {}", reason)
+            logger.info("pipeline recovered after: {}", reason)
             self._listener.event(EventName.RECOVERED, reason=reason, restarts=self._restarts)
             return True
         error = PagecastError(
             ErrorCode.PIPELINE_FAILED, f"gave up after {max_restarts} restarts: {reason}"
         )
-        self._log.error(error.message)
+        logger.error(error.message)
         self._listener.ended(error, reason)
         return False
 
@@ -294,7 +312,8 @@ class PipelineSession:
         assert self._screen is not None
         assert self._encoder is not None
         before = read_playlist(self._directory)
-        if not self._screen.display.alive:
+        display_replaced = not self._screen.display.alive
+        if display_replaced:
             self._screen = await self._parts.screens.replace(self._geometry)
             self._page = None
             self._encoder.spec = self._encoder_spec(self._screen)
@@ -303,7 +322,8 @@ class PipelineSession:
             self._page = None
         if self._page is None or not self._page.alive:
             await self._open_page()
-        if not self._encoder.alive:
+        if display_replaced or not self._encoder.alive:
+            # An ffmpeg still attached to a dead display would capture nothing forever.
             await self._encoder.start()
         await self._wait_for_segments(1, after=before.last_sequence if before else None)
 
