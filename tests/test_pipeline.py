@@ -234,6 +234,14 @@ async def test_killed_parts_heal_on_the_same_url(tmp_path: Path, page_server: Pa
             await until(lambda: listener.count(EventName.RECOVERED) >= 4, within=30)
             await wait_for_colour(url, GREEN)
 
+            # ffmpeg hangs (stopped, not dead): noticed by the missing segments.
+            [ffmpeg] = named("ffmpeg")
+            os.kill(ffmpeg.pid, signal.SIGSTOP)
+            await until(lambda: listener.count(EventName.RECOVERED) >= 5, within=30)
+            assert "stalled" in listener.events[-1][1]["reason"]
+            assert ffmpeg.pid not in [p.pid for p in named("ffmpeg")]
+            await wait_for_colour(url, GREEN)
+
             after = await asyncio.to_thread(media_playlist, media_url)
             # Numbering carries on across the restarts: never back, never repeated.
             numbers = segment_numbers(after.segments)
@@ -249,7 +257,7 @@ async def test_killed_parts_heal_on_the_same_url(tmp_path: Path, page_server: Pa
             assert all(data["reason"] for data in recovered)
             figures = session.figures()
             assert figures is not None
-            assert figures.restarts == 4
+            assert figures.restarts == 5
         finally:
             await session.stop()
         assert not named("ffmpeg")

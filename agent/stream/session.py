@@ -33,6 +33,10 @@ _FIRST_SEGMENT_TIMEOUT_S = 15.0
 _SEGMENTS_BEFORE_CAST = 2
 # A session that ran this long without trouble gets its full restart budget back.
 _HEALTHY_RESET_S = 300.0
+# ffmpeg alive but no new segment for this many segment lengths (at least _STALL_MIN_S):
+# it hangs (e.g. on a display that went away) and is restarted like a dead one.
+_STALL_SEGMENTS = 4
+_STALL_MIN_S = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,7 @@ class PipelineSession:
         self._restarts = 0
         self._healthy_since = time.monotonic()
         self._snapshot_mtime: float | None = None
+        self._progress: tuple[int | None, float] = (None, time.monotonic())
         self._stopped = False
 
     # -- StreamSession -----------------------------------------------------------------------
@@ -270,7 +275,19 @@ class PipelineSession:
             return "the page crashed"
         if encoder is None or not encoder.alive:
             return encoder.failure() if encoder else "ffmpeg not running"
+        if self._stalled():
+            return "ffmpeg stalled: no new segment"
         return None
+
+    def _stalled(self) -> bool:
+        playlist = read_playlist(self._directory)
+        newest = playlist.last_sequence if playlist else None
+        now = time.monotonic()
+        if newest != self._progress[0]:
+            self._progress = (newest, now)
+            return False
+        limit = max(_STALL_SEGMENTS * self._settings.stream.segment_seconds, _STALL_MIN_S)
+        return now - self._progress[1] > limit
 
     async def _watch(self) -> None:
         while True:
@@ -322,10 +339,11 @@ class PipelineSession:
             self._page = None
         if self._page is None or not self._page.alive:
             await self._open_page()
-        if display_replaced or not self._encoder.alive:
+        if display_replaced or not self._encoder.alive or self._stalled():
             # An ffmpeg still attached to a dead display would capture nothing forever.
             await self._encoder.start()
         await self._wait_for_segments(1, after=before.last_sequence if before else None)
+        self._progress = (None, time.monotonic())
 
     def _check_snapshot(self) -> None:
         path = self._directory / SNAPSHOT_FILE
