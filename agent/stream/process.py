@@ -12,13 +12,15 @@ from collections.abc import Sequence
 from loguru import logger
 
 _PR_SET_PDEATHSIG = 1
+# Loaded here, in the parent: dlopen() between fork and exec could deadlock on a lock that
+# another thread held at fork time.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _die_with_parent() -> None:
     # If the agent itself is killed (SIGKILL, OOM), the kernel takes its children along, so no
     # Xvfb or ffmpeg outlives it. Runs in the child between fork and exec.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ChildProcess:
