@@ -308,7 +308,11 @@ async def test_a_page_that_does_not_load_is_never_cast(
     device = RecordingDevice()
     listener = RecordingListener()
     async with running_backend(
-        tmp_path, cast=OneDevice(device), stream={"page_load_timeout_s": 1}
+        tmp_path,
+        cast=OneDevice(device),
+        stream={"page_load_timeout_s": 1},
+        # The name fails inside Chromium's resolver: no DNS server is asked, offline CI too.
+        browser={"extra_args": ["--host-resolver-rules=MAP pagecast-test.invalid ~NOTFOUND"]},
     ) as backend:
         session = backend.create_session("s1", request(url), listener)
         with pytest.raises(PagecastError) as failure:
