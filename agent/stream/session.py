@@ -86,6 +86,8 @@ class PipelineSession:
         self._healthy_since = time.monotonic()
         self._snapshot_mtime: float | None = None
         self._progress: tuple[int | None, float] = (None, time.monotonic())
+        # A switch and a restart both replace or navigate the page: one at a time.
+        self._page_work = asyncio.Lock()
         self._stopped = False
 
     # -- StreamSession -----------------------------------------------------------------------
@@ -131,15 +133,16 @@ class PipelineSession:
         )
 
     async def switch(self, session_id: str, request: StreamRequest) -> None:
-        if self._page is None:
-            raise PagecastError(ErrorCode.PIPELINE_FAILED, "no page to switch")
         self._session_id, self._request = session_id, request
         with self._logging():
             logger.info("switching page in place")
-            await navigation.load(
-                self._page.page, request.url, self._settings.stream.page_load_timeout_s
-            )
-            self._listener.set_title(await self._page.title())
+            async with self._page_work:
+                if self._page is None:
+                    raise PagecastError(ErrorCode.PIPELINE_FAILED, "no page to switch")
+                await navigation.load(
+                    self._page.page, request.url, self._settings.stream.page_load_timeout_s
+                )
+                self._listener.set_title(await self._page.title())
 
     async def stop(self) -> None:
         if self._stopped:
@@ -308,7 +311,8 @@ class PipelineSession:
             self._restarts += 1
             await asyncio.sleep(min(0.25 * 2 ** (self._restarts - 1), 5.0))
             try:
-                await self._heal()
+                async with self._page_work:
+                    await self._heal()
             except Exception as exc:
                 logger.warning("restart {} failed: {}", self._restarts, exc)
                 reason = str(exc)
