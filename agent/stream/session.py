@@ -301,8 +301,9 @@ class PipelineSession:
                 if time.monotonic() - self._healthy_since > _HEALTHY_RESET_S:
                     self._restarts = 0
                 continue
-            if not await self._recover(reason):
-                return
+            with self._logging():  # the current session id and URL, also after a switch
+                if not await self._recover(reason):
+                    return
 
     async def _recover(self, reason: str) -> bool:
         max_restarts = self._settings.stream.max_restarts
