@@ -17,8 +17,9 @@ import aiohttp
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from mqtt_helpers import Mosquitto, Probe, probe
+from support.agent import real_agent, running
 from support.pages import PageServer, page_server  # noqa: F401 (fixture)
-from test_webhook import real_agent, running
+from support.publisher import RecordingPublisher
 
 from agent.commands.parse import decode, parse_start, parse_stop
 from agent.config import HomeAssistantSettings, Settings
@@ -29,8 +30,6 @@ from agent.extensions.homeassistant import (
     discovery_topic,
 )
 from agent.supervisor.state import State
-from agent.transport.base import PayloadLike, encode
-from agent.transport.topics import Topics
 
 _JINJA = ImmutableSandboxedEnvironment()
 # HA's own tojson is json.dumps; Jinja's escapes HTML characters, which no command needs.
@@ -196,27 +195,6 @@ def test_the_button_sends_a_stop() -> None:
 def test_the_camera_shows_snapshots() -> None:
     camera = discovery_document(settings())["components"]["screen"]
     assert camera["topic"] == "pagecast/living-room/snapshot"
-
-
-class RecordingPublisher:
-    """The transport side an extension sees; records instead of talking to a broker."""
-
-    def __init__(self, config: Settings) -> None:
-        self.topics = Topics.of(config)
-        self.connected = True
-        self.published: list[tuple[str, bytes, bool]] = []
-        self.changed = asyncio.Event()
-        self.republished = asyncio.Event()
-
-    async def publish(
-        self, topic: str, payload: PayloadLike, *, retain: bool = False, qos: int = 1
-    ) -> bool:
-        self.published.append((topic, encode(payload), retain))
-        self.changed.set()
-        return True
-
-    async def republish(self) -> None:
-        self.republished.set()
 
 
 async def test_enabled_extension_announces_the_device() -> None:

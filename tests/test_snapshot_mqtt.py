@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable
 
 from mqtt_helpers import probe
+from support.agent import real_agent
 from support.media import average_rgb, close_to
 from support.pages import PageServer, page_server  # noqa: F401 (fixture)
-from test_homeassistant import RecordingPublisher
-from test_webhook import real_agent
+from support.publisher import RecordingPublisher
 
 from agent.broadcast import Broadcast
 from agent.config import Settings
