@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from fakecast import FakeCastDevice, LiveHlsServer, free_loopback_address
-from fakecast.listener import RecordingListener
 from pychromecast.controllers import heartbeat
+from support.listener import RecordingListener
 
 from agent.cast.device import ChromecastDevice
+from agent.cast.discovery import Discovery
 from agent.cast.manager import ChromecastManager
 from agent.cast.spec import DeviceSpec, parse_device_spec
 from agent.config import CastSettings
@@ -136,6 +137,18 @@ async def test_no_device_configured_and_several_found_needs_a_choice(
     assert caught.value.code is ErrorCode.DEVICE_NOT_FOUND
     assert "'Fake TV'" in caught.value.message
     assert "'Bedroom TV'" in caught.value.message
+
+
+async def test_discovery_time_is_paid_once(fake_tv: FakeCastDevice) -> None:
+    discovery = Discovery([fake_tv.host], mdns=False)
+    try:
+        first = await discovery.settle(1.5)
+        # Had it looked again for 60 s, this would time out.
+        again = await asyncio.wait_for(discovery.settle(60), 5)
+    finally:
+        await discovery.close()
+    assert [i.friendly_name for i in first] == ["Fake TV"]
+    assert again == first
 
 
 async def test_no_device_configured_and_none_found_streams_only() -> None:

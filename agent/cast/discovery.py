@@ -49,6 +49,7 @@ class Discovery:
         self._zconf: Zeroconf | None = None
         self._found: dict[UUID, CastInfo] = {}
         self._changed = asyncio.Event()
+        self._started_at: float | None = None
 
     @property
     def zconf(self) -> Zeroconf | None:
@@ -79,6 +80,7 @@ class Discovery:
             return browser, zconf
 
         _, self._zconf = await asyncio.to_thread(start)
+        self._started_at = loop.time()
 
     def _add(self, info: CastInfo) -> None:
         self._found[info.uuid] = info
@@ -106,9 +108,16 @@ class Discovery:
         )
 
     async def settle(self, for_s: float) -> list[CastInfo]:
-        """Everything found within ``for_s`` seconds."""
+        """Everything found once discovery has run for ``for_s`` seconds.
+
+        Discovery lives as long as the manager, so only the first look waits: later starts
+        without a configured device do not pay the discovery time again.
+        """
         await self.start()
-        await asyncio.sleep(for_s)
+        assert self._started_at is not None
+        remaining = self._started_at + for_s - asyncio.get_running_loop().time()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
         return self.devices()
 
     async def close(self) -> None:

@@ -27,6 +27,10 @@ class ChromecastManager:
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> ChromecastManager:
+        if self._settings.device is None:
+            # "The only device around" is decided by discovery: let it look before the first
+            # start command arrives instead of making that start wait for it.
+            await self._discovery.start()
         return self
 
     async def __aexit__(
