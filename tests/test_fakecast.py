@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 from fakecast import FakeCastDevice, LiveHlsServer
-from fakecast.listener import RecordingListener
+from support.listener import RecordingListener
 
 from agent.cast.discovery import discover_devices, format_devices
 from agent.cast.manager import ChromecastManager

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from loguru import logger
+from support.listener import RecordingListener
 from support.media import (
     average_rgb,
     close_to,
@@ -32,7 +33,6 @@ from support.procs import chromium_browser, named
 from support.streaming import (
     OneDevice,
     RecordingDevice,
-    RecordingListener,
     running_backend,
     until,
     until_async,
@@ -211,33 +211,33 @@ async def test_killed_parts_heal_on_the_same_url(tmp_path: Path, page_server: Pa
             assert renderers
             for renderer in renderers:
                 os.kill(renderer.pid, signal.SIGKILL)
-            await until(lambda: listener.count(EventName.RECOVERED) >= 1, within=20)
+            await until(lambda: len(listener.named(EventName.RECOVERED)) >= 1, within=20)
             await wait_for_colour(url, GREEN)
 
             # Chromium (the browser process; its helpers follow it).
             [browser] = chromium_browser()
             os.kill(browser.pid, signal.SIGKILL)
-            await until(lambda: listener.count(EventName.RECOVERED) >= 2, within=20)
+            await until(lambda: len(listener.named(EventName.RECOVERED)) >= 2, within=20)
             assert [p.pid for p in chromium_browser()] not in ([], [browser.pid])
             await wait_for_colour(url, GREEN)
 
             # ffmpeg: a new one continues the same playlist.
             [ffmpeg] = named("ffmpeg")
             os.kill(ffmpeg.pid, signal.SIGKILL)
-            await until(lambda: listener.count(EventName.RECOVERED) >= 3, within=20)
+            await until(lambda: len(listener.named(EventName.RECOVERED)) >= 3, within=20)
             assert [p.pid for p in named("ffmpeg")] != [ffmpeg.pid]
             await wait_for_colour(url, GREEN)
 
             # Xvfb: display, browser and ffmpeg all come back.
             [xvfb] = named("Xvfb")
             os.kill(xvfb.pid, signal.SIGKILL)
-            await until(lambda: listener.count(EventName.RECOVERED) >= 4, within=30)
+            await until(lambda: len(listener.named(EventName.RECOVERED)) >= 4, within=30)
             await wait_for_colour(url, GREEN)
 
             # ffmpeg hangs (stopped, not dead): noticed by the missing segments.
             [ffmpeg] = named("ffmpeg")
             os.kill(ffmpeg.pid, signal.SIGSTOP)
-            await until(lambda: listener.count(EventName.RECOVERED) >= 5, within=30)
+            await until(lambda: len(listener.named(EventName.RECOVERED)) >= 5, within=30)
             assert "stalled" in listener.events[-1][1]["reason"]
             assert ffmpeg.pid not in [p.pid for p in named("ffmpeg")]
             await wait_for_colour(url, GREEN)
@@ -253,7 +253,7 @@ async def test_killed_parts_heal_on_the_same_url(tmp_path: Path, page_server: Pa
             assert "#EXT-X-DISCONTINUITY" in text
             assert listener.stream_urls == [url]
             assert not listener.endings
-            recovered = [data for name, data in listener.events if name is EventName.RECOVERED]
+            recovered = listener.named(EventName.RECOVERED)
             assert all(data["reason"] for data in recovered)
             figures = session.figures()
             assert figures is not None
@@ -361,7 +361,7 @@ async def test_casting_loads_a_reachable_url_after_segments_and_stops_the_device
     assert observed["segments_at_load"] >= 2  # type: ignore[operator]
     assert device.stops == 1
     assert observed["ffmpeg_running_at_device_stop"] is True
-    assert listener.players[-1] == {"player_state": "PLAYING", "device": "Test TV"}
+    assert (listener.player_states[-1], listener.devices[-1]) == ("PLAYING", "Test TV")
 
 
 async def test_quality_zoom_and_cold_browser(tmp_path: Path, page_server: PageServer) -> None:

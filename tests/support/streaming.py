@@ -10,39 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
-from agent.errors import PagecastError
 from agent.stream.backend import StreamBackend
 from agent.supervisor.session import SessionListener
-from agent.supervisor.state import EventName
-
-
-@dataclass
-class RecordingListener:
-    """A SessionListener that keeps everything it is told."""
-
-    stream_urls: list[str] = field(default_factory=list)
-    titles: list[str | None] = field(default_factory=list)
-    players: list[dict[str, Any]] = field(default_factory=list)
-    events: list[tuple[EventName, dict[str, Any]]] = field(default_factory=list)
-    endings: list[tuple[PagecastError | None, str]] = field(default_factory=list)
-
-    def set_stream_url(self, stream_url: str) -> None:
-        self.stream_urls.append(stream_url)
-
-    def set_title(self, title: str | None) -> None:
-        self.titles.append(title)
-
-    def set_player(self, *, player_state: str | None, device: str | None) -> None:
-        self.players.append({"player_state": player_state, "device": device})
-
-    def event(self, name: EventName, **data: Any) -> None:
-        self.events.append((name, data))
-
-    def ended(self, error: PagecastError | None, reason: str) -> None:
-        self.endings.append((error, reason))
-
-    def count(self, name: EventName) -> int:
-        return sum(1 for event, _ in self.events if event is name)
 
 
 async def until(check: Callable[[], Any], within: float = 10.0, interval: float = 0.05) -> Any:

@@ -1,4 +1,5 @@
-"""A SessionListener that records what a cast device reports, for tests of agent/cast alone."""
+"""A SessionListener that keeps everything it is told, for tests of agent/cast and agent/stream
+without the supervisor."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from agent.supervisor.state import EventName
 
 @dataclass
 class RecordingListener:
+    stream_urls: list[str] = field(default_factory=list)
+    titles: list[str | None] = field(default_factory=list)
     player_states: list[str | None] = field(default_factory=list)
     devices: list[str | None] = field(default_factory=list)
     events: list[tuple[EventName, dict[str, Any]]] = field(default_factory=list)
@@ -19,10 +22,12 @@ class RecordingListener:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def set_stream_url(self, stream_url: str) -> None:
-        pass
+        self.stream_urls.append(stream_url)
+        self._changed.set()
 
     def set_title(self, title: str | None) -> None:
-        pass
+        self.titles.append(title)
+        self._changed.set()
 
     def set_player(self, *, player_state: str | None, device: str | None) -> None:
         self.player_states.append(player_state)
