@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from agent_double import DoubleFactory, RunningAgent
 from mqtt_helpers import Mosquitto, probe
+from support.settings import merge
 
 from agent.app import run_agent
 from agent.config import Settings
@@ -41,16 +42,6 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         broker.stop()
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @pytest.fixture
 def agent_settings(mosquitto: Mosquitto) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
@@ -60,7 +51,7 @@ def agent_settings(mosquitto: Mosquitto) -> Callable[..., Settings]:
             "cast": {"device": "none"},
             "homeassistant": {"enabled": False},
         }
-        return Settings(**_merge(base, overrides))
+        return Settings(**merge(base, overrides))
 
     return make
 

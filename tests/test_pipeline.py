@@ -7,6 +7,7 @@ checks the stream from the outside, the way a Cast receiver sees it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -14,7 +15,9 @@ import re
 import signal
 import socket
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -40,6 +43,8 @@ from support.streaming import (
 
 from agent.errors import ErrorCode, PagecastError
 from agent.stream.address import local_address_towards
+from agent.stream.backend import StreamBackend
+from agent.stream.session import PipelineSession
 from agent.supervisor.session import StreamRequest
 from agent.supervisor.state import EventName
 
@@ -52,6 +57,18 @@ pytestmark = pytest.mark.timeout(120)
 
 def request(url: str, quality: str = "720p", **kwargs: object) -> StreamRequest:
     return StreamRequest(url=url, quality=quality, **kwargs)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def streaming(
+    work_dir: Path, url: str, cast: Any = None, **overrides: Any
+) -> AsyncIterator[tuple[StreamBackend, PipelineSession, RecordingListener]]:
+    """A backend with session ``s1`` on ``url`` started; stopping it is left to the test."""
+    listener = RecordingListener()
+    async with running_backend(work_dir, cast, **overrides) as backend:
+        session = backend.create_session("s1", request(url), listener)
+        await session.start()
+        yield backend, session, listener
 
 
 async def newest_segment_rgb(master_url: str) -> tuple[int, int, int]:
@@ -81,10 +98,7 @@ def session_dirs(work_dir: Path) -> list[Path]:
 async def test_a_page_streams_as_cast_playable_live_hls_and_switches_in_place(
     tmp_path: Path, page_server: PageServer
 ) -> None:
-    listener = RecordingListener()
-    async with running_backend(tmp_path) as backend:
-        session = backend.create_session("s1", request(page_server.color("ff0000")), listener)
-        await session.start()
+    async with streaming(tmp_path, page_server.color("ff0000")) as (backend, session, listener):
         try:
             [url] = listener.stream_urls
             host = urlsplit(url).hostname
@@ -197,10 +211,7 @@ def _has_lan_address() -> bool:
 
 
 async def test_killed_parts_heal_on_the_same_url(tmp_path: Path, page_server: PageServer) -> None:
-    listener = RecordingListener()
-    async with running_backend(tmp_path) as backend:
-        session = backend.create_session("s1", request(page_server.color("00ff00")), listener)
-        await session.start()
+    async with streaming(tmp_path, page_server.color("00ff00")) as (_, session, listener):
         try:
             [url] = listener.stream_urls
             media_url = await asyncio.to_thread(media_playlist_url, url)
@@ -269,10 +280,8 @@ async def test_killed_parts_heal_on_the_same_url(tmp_path: Path, page_server: Pa
 async def test_a_pipeline_that_keeps_dying_ends_the_session(
     tmp_path: Path, page_server: PageServer
 ) -> None:
-    listener = RecordingListener()
-    async with running_backend(tmp_path, stream={"max_restarts": 0}) as backend:
-        session = backend.create_session("s1", request(page_server.color("ff0000")), listener)
-        await session.start()
+    red = page_server.color("ff0000")
+    async with streaming(tmp_path, red, stream={"max_restarts": 0}) as (_, session, listener):
         try:
             [ffmpeg] = named("ffmpeg")
             os.kill(ffmpeg.pid, signal.SIGKILL)
@@ -335,7 +344,6 @@ def _closed_port() -> int:
 async def test_casting_loads_a_reachable_url_after_segments_and_stops_the_device_first(
     tmp_path: Path, page_server: PageServer
 ) -> None:
-    listener = RecordingListener()
     device = RecordingDevice(host="127.0.0.1")
     observed: dict[str, object] = {}
 
@@ -349,9 +357,8 @@ async def test_casting_loads_a_reachable_url_after_segments_and_stops_the_device
         observed["ffmpeg_running_at_device_stop"] = bool(named("ffmpeg"))
 
     device.on_play, device.on_stop = on_play, on_stop
-    async with running_backend(tmp_path, cast=OneDevice(device)) as backend:
-        session = backend.create_session("s1", request(page_server.color("ff0000")), listener)
-        await session.start()
+    red = page_server.color("ff0000")
+    async with streaming(tmp_path, red, cast=OneDevice(device)) as (_, session, listener):
         await session.stop()
         await session.stop()  # idempotent
     [played] = device.played
@@ -440,10 +447,7 @@ async def test_auth_profile_reaches_its_origin_and_stays_secret(tmp_path: Path) 
 async def test_leaving_the_backend_stops_a_session_left_running(
     tmp_path: Path, page_server: PageServer
 ) -> None:
-    listener = RecordingListener()
-    async with running_backend(tmp_path) as backend:
-        session = backend.create_session("s1", request(page_server.color("ff0000")), listener)
-        await session.start()
+    async with streaming(tmp_path, page_server.color("ff0000")):
         assert named("ffmpeg")
     assert not named("ffmpeg")
     assert not named("chrom")

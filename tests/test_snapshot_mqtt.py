@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from mqtt_helpers import probe
 from support.agent import real_agent
@@ -24,39 +25,37 @@ JPEG_A = b"\xff\xd8 first \xff\xd9"
 JPEG_B = b"\xff\xd8 second \xff\xd9"
 
 
-async def test_each_new_snapshot_is_published_retained() -> None:
-    config = Settings(node_id="hall")
-    snapshots: Broadcast[bytes] = Broadcast()
-    publisher = RecordingPublisher(config)
+@contextlib.asynccontextmanager
+async def forwarding(snapshots: Broadcast[bytes]) -> AsyncIterator[RecordingPublisher]:
+    """The extension running for node ``hall``, subscribed to ``snapshots``, for the block."""
+    publisher = RecordingPublisher(Settings(node_id="hall"))
     extension = SnapshotPublisher(snapshots, lambda: None)
     runner = asyncio.create_task(extension.run(publisher))
     try:
         await asyncio.sleep(0)  # let it subscribe
-        snapshots.publish(JPEG_A)
-        await asyncio.wait_for(publisher.changed.wait(), 2)
-        assert publisher.published == [("pagecast/hall/snapshot", JPEG_A, True)]
+        yield publisher
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
 
 
-async def test_a_backlog_collapses_to_the_newest_picture() -> None:
-    config = Settings(node_id="hall")
+async def test_each_new_snapshot_is_published_retained() -> None:
     snapshots: Broadcast[bytes] = Broadcast()
-    publisher = RecordingPublisher(config)
-    extension = SnapshotPublisher(snapshots, lambda: None)
-    runner = asyncio.create_task(extension.run(publisher))
-    try:
-        await asyncio.sleep(0)
+    async with forwarding(snapshots) as publisher:
+        snapshots.publish(JPEG_A)
+        await asyncio.wait_for(publisher.changed.wait(), 2)
+        assert publisher.published == [("pagecast/hall/snapshot", JPEG_A, True)]
+
+
+async def test_a_backlog_collapses_to_the_newest_picture() -> None:
+    snapshots: Broadcast[bytes] = Broadcast()
+    async with forwarding(snapshots) as publisher:
         # Both arrive before the extension runs again, as behind a slow broker link.
         snapshots.publish(JPEG_A)
         snapshots.publish(JPEG_B)
         await asyncio.wait_for(publisher.changed.wait(), 2)
         await asyncio.sleep(0.05)
         assert [payload for _, payload, _ in publisher.published] == [JPEG_B]
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_a_reconnect_republishes_the_latest_picture() -> None:

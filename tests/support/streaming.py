@@ -12,6 +12,7 @@ from typing import Any
 from agent.config import Settings
 from agent.stream.backend import StreamBackend
 from agent.supervisor.session import SessionListener
+from support.settings import merge
 
 
 async def until(check: Callable[[], Any], within: float = 10.0, interval: float = 0.05) -> Any:
@@ -73,16 +74,6 @@ class OneDevice:
         return self.device
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def stream_settings(work_dir: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "node_id": "pipeline-test",
@@ -91,7 +82,7 @@ def stream_settings(work_dir: Path, **overrides: Any) -> Settings:
         "snapshot": {"interval": 1.0},
         "homeassistant": {"enabled": False},
     }
-    return Settings(**_merge(base, overrides))
+    return Settings(**merge(base, overrides))
 
 
 @contextlib.asynccontextmanager
