@@ -8,13 +8,13 @@ import os
 from loguru import logger
 
 from agent.errors import ErrorCode, PagecastError
-from agent.stream.process import ChildProcess
+from agent.stream.process import ChildProcess, OwnsProcess
 
 XVFB = "Xvfb"
 _READY_TIMEOUT_S = 10.0
 
 
-class Display:
+class Display(OwnsProcess):
     """Xvfb on a free display number (``-displayfd``: two agents on one host never collide).
 
     The screen is one pixel larger than the capture area in each direction: Chromium sizes a
@@ -35,14 +35,6 @@ class Display:
         if self._number is None:
             raise RuntimeError("display not started")
         return f":{self._number}"
-
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
 
     async def start(self) -> None:
         read_fd, write_fd = os.pipe()

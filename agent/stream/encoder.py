@@ -12,7 +12,7 @@ from loguru import logger
 
 from agent.errors import ErrorCode, PagecastError
 from agent.stream.hls import MASTER_PLAYLIST, MEDIA_PLAYLIST, SEGMENT_PATTERN
-from agent.stream.process import ChildProcess
+from agent.stream.process import ChildProcess, OwnsProcess
 
 FFMPEG = "ffmpeg"
 _SILENCE = "anullsrc=channel_layout=stereo:sample_rate=48000"
@@ -184,7 +184,7 @@ def ffmpeg_args(
     return args
 
 
-class Encoder:
+class Encoder(OwnsProcess):
     """One ffmpeg process writing into ``directory``; restartable on the same playlist."""
 
     def __init__(self, spec: EncoderSpec, directory: Path) -> None:
@@ -193,14 +193,6 @@ class Encoder:
         self._process: ChildProcess | None = None
         self._progress_task: asyncio.Task[None] | None = None
         self.progress = Progress()
-
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
 
     def failure(self) -> str:
         """Why the process ended, for logs and events."""

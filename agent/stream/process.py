@@ -110,3 +110,17 @@ class ChildProcess:
             if text:
                 self._stderr.append(text)
                 logger.debug("{}: {}", self.name, text)
+
+
+class OwnsProcess:
+    """For a part that runs at most one ChildProcess at a time, kept in ``_process``."""
+
+    _process: ChildProcess | None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
