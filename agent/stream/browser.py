@@ -13,6 +13,7 @@ from playwright.async_api import BrowserContext, Page, Playwright
 from agent.config import AuthProfile, BrowserSettings
 from agent.errors import ErrorCode, PagecastError
 from agent.stream import auth
+from agent.stream.process import start_owned
 
 _LAUNCH_TIMEOUT_S = 30.0
 
@@ -75,17 +76,20 @@ class Browser:
         return self._browser is not None and self._browser.is_connected()
 
     async def launch(self) -> None:
+        launching = self._playwright.chromium.launch(
+            executable_path=str(self._settings.executable),
+            headless=False,
+            chromium_sandbox=sandbox_enabled(self._settings),
+            # Without this flag there is no "controlled by automated software" bar.
+            ignore_default_args=["--enable-automation"],
+            args=chromium_args(self.geometry, self._settings),
+            env={**os.environ, "DISPLAY": self._display},
+            timeout=_LAUNCH_TIMEOUT_S * 1000,
+        )
         try:
-            self._browser = await self._playwright.chromium.launch(
-                executable_path=str(self._settings.executable),
-                headless=False,
-                chromium_sandbox=sandbox_enabled(self._settings),
-                # Without this flag there is no "controlled by automated software" bar.
-                ignore_default_args=["--enable-automation"],
-                args=chromium_args(self.geometry, self._settings),
-                env={**os.environ, "DISPLAY": self._display},
-                timeout=_LAUNCH_TIMEOUT_S * 1000,
-            )
+            # Playwright's driver goes on launching when we stop waiting: a cancelled launch
+            # would leave a Chromium that only Playwright's own exit ends, drawing on our display.
+            self._browser = await start_owned(launching, _close_browser)
         except Exception as exc:
             message = f"Chromium did not start: {exc}"
             raise PagecastError(ErrorCode.PIPELINE_FAILED, message) from exc
@@ -119,10 +123,14 @@ class Browser:
     async def close(self) -> None:
         if self._browser is not None:
             browser, self._browser = self._browser, None
-            try:
-                await asyncio.wait_for(browser.close(), 10)
-            except Exception as exc:
-                logger.debug("closing Chromium: {}", exc)
+            await _close_browser(browser)
+
+
+async def _close_browser(browser: PlaywrightBrowser) -> None:
+    try:
+        await asyncio.wait_for(browser.close(), 10)
+    except Exception as exc:
+        logger.debug("closing Chromium: {}", exc)
 
 
 def _zoom_script(zoom: float) -> str:

@@ -56,11 +56,12 @@ class Display(OwnsProcess):
             )
         finally:
             os.close(write_fd)
+        raw = ""  # also when cancelled: Xvfb is then stopped, not left half-started
         try:
             # Xvfb writes the number once it accepts connections; EOF means it died first.
             raw = await asyncio.wait_for(asyncio.to_thread(_read_line, read_fd), _READY_TIMEOUT_S)
         except TimeoutError:
-            raw = ""
+            pass
         finally:
             if not raw:
                 await self.stop()

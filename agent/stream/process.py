@@ -7,9 +7,12 @@ import contextlib
 import ctypes
 import signal
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from loguru import logger
+
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 # Loaded here, in the parent: dlopen() between fork and exec could deadlock on a lock that
@@ -21,6 +24,35 @@ def _die_with_parent() -> None:
     # If the agent itself is killed (SIGKILL, OOM), the kernel takes its children along, so no
     # Xvfb or ffmpeg outlives it. Runs in the child between fork and exec.
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+async def start_owned(start: Awaitable[T], end: Callable[[T], Awaitable[None]]) -> T:
+    """Await ``start``, which brings up something that must not outlive its owner (a process,
+    a browser), so that a cancellation can never separate the two.
+
+    A cancellation does not interrupt ``start``: the child may already be forked, and the
+    caller would never get hold of it. ``start`` finishes, ``end`` ends what it brought up,
+    and only then does the cancellation go on; further cancellations meanwhile wait too.
+    """
+    starting = asyncio.ensure_future(start)
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        ending = asyncio.ensure_future(_end_when_up(starting, end))
+        while not ending.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([ending])
+        raise
+
+
+async def _end_when_up(starting: asyncio.Future[T], end: Callable[[T], Awaitable[None]]) -> None:
+    await asyncio.wait([starting])
+    if starting.cancelled() or starting.exception() is not None:
+        return  # nothing came up
+    try:
+        await end(starting.result())
+    except Exception as exc:
+        logger.warning("could not end what a cancelled start brought up: {}", exc)
 
 
 class ChildProcess:
@@ -42,6 +74,12 @@ class ChildProcess:
         *,
         pass_fds: Sequence[int] = (),
         stdout: int | None = asyncio.subprocess.DEVNULL,
+    ) -> ChildProcess:
+        return await start_owned(cls._spawn(name, argv, pass_fds, stdout), ChildProcess.kill)
+
+    @classmethod
+    async def _spawn(
+        cls, name: str, argv: Sequence[str], pass_fds: Sequence[int], stdout: int | None
     ) -> ChildProcess:
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -92,7 +130,12 @@ class ChildProcess:
         except ProcessLookupError:
             pass
         finally:
-            # Reaping must happen even when the caller is being cancelled.
+            # Reaping must happen even when the caller is being cancelled; a caller that is
+            # has no time left for the grace period, and a second cancellation must not find
+            # a child that merely was asked to go.
+            with contextlib.suppress(ProcessLookupError):
+                if self.alive:
+                    self._process.kill()
             await asyncio.shield(self._process.wait())
             if self._reader is not None:
                 await asyncio.shield(self._reader)
