@@ -22,7 +22,7 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
 from fakecast import FakeCastDevice, LiveHlsServer, make_hls_segments  # noqa: E402
-from fakecast.listener import RecordingListener  # noqa: E402
+from support.listener import RecordingListener  # noqa: E402
 
 from agent.cast.manager import ChromecastManager  # noqa: E402
 from agent.config import CastSettings, LogSettings  # noqa: E402
