@@ -58,9 +58,22 @@ class _ToLoguru(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
+        message = record.getMessage()
+        if _is_cast_retry(record, message):
+            # pychromecast says ERROR for every reconnect attempt while a TV reboots; the agent
+            # reports that loss itself (device_lost, recovered), so it is not an error here.
+            level = "WARNING"
         logger.bind(stdlib=record.name).opt(exception=record.exc_info).log(
-            level, "{}: {}", record.name, record.getMessage()
+            level, "{}: {}", record.name, message
         )
+
+
+def _is_cast_retry(record: logging.LogRecord, message: str) -> bool:
+    return (
+        record.name.startswith("pychromecast")
+        and record.levelno == logging.ERROR
+        and "retrying in" in message
+    )
 
 
 def setup_logging(settings: LogSettings, sink: TextIO = sys.stderr) -> None:

@@ -183,3 +183,14 @@ def test_logs_human_and_json_lines() -> None:
     assert records[0]["session_id"] == "s2"
     assert records[1]["message"] == "paho: from stdlib"
     setup_logging(LogSettings())
+
+
+def test_cast_reconnect_chatter_is_a_warning() -> None:
+    lines = io.StringIO()
+    setup_logging(LogSettings(json_lines=True), sink=lines)
+    stdlib = __import__("logging").getLogger("pychromecast.socket_client")
+    stdlib.error("[(10.0.0.5):8009] Failed to connect to service X, retrying in 1.0s")
+    stdlib.error("[(10.0.0.5):8009] something else went wrong")
+    setup_logging(LogSettings())
+    levels = [json.loads(text)["level"] for text in lines.getvalue().splitlines()]
+    assert levels == ["WARNING", "ERROR"]
