@@ -30,14 +30,20 @@ PY
 ) || true
 [[ -n "$port" ]] || exit 2
 broker_pid=""
-cleanup() { [[ -n "$broker_pid" ]] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null; true; }
+conf=""
+cleanup() {
+    [[ -n "$broker_pid" ]] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+    [[ -n "$conf" ]] && rm -f "$conf"
+    true
+}
 trap cleanup EXIT
 if ! "$VENV/bin/python" -c "import socket,sys; socket.create_connection(('$host', $port), 2)" 2>/dev/null; then
     case "$host" in
         localhost|127.*|::1)
             echo "run: no MQTT broker at $host:$port; starting a local mosquitto for this run"
             conf="$(mktemp)"
-            printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$conf"
+            # set_tcp_nodelay: without it mosquitto holds each small reply ~40 ms (Nagle).
+            printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n' "$port" >"$conf"
             mosquitto -c "$conf" &
             broker_pid=$!
             for _ in $(seq 50); do
