@@ -28,7 +28,7 @@ import yaml
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
-from mqtt_helpers import Mosquitto  # noqa: E402
+from support.mqtt import Mosquitto  # noqa: E402
 
 
 def _command(i: int) -> tuple[str, bytes]:
@@ -123,7 +123,7 @@ async def measure(count: int, broker_nodelay: bool) -> tuple[list[float], list[f
             )
         )
         agent = await asyncio.create_subprocess_exec(
-            sys.executable, str(TESTS / "agent_double.py"), "--config", str(config)
+            sys.executable, str(TESTS / "support" / "agent_double.py"), "--config", str(config)
         )
         try:
             async with aiomqtt.Client(

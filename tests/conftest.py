@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_double import DoubleFactory, RunningAgent
-from mqtt_helpers import Mosquitto, probe
+from support.agent_double import DoubleFactory, RunningAgent
+from support.mqtt import Mosquitto, probe
 from support.settings import merge
 
 from agent.app import run_agent

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from agent_double import DoubleFactory
+from support.agent_double import DoubleFactory
 
 from agent.commands import Dispatcher
 from agent.commands.dispatcher import ReplayCache

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from conftest import StartAgent
 from fakecast import FakeCastDevice, free_loopback_address
-from mqtt_helpers import Probe, probe
 from support.media import average_rgb, close_to
+from support.mqtt import Probe, probe
 from support.pages import PageServer, page_server  # noqa: F401 (fixture)
 from support.procs import named
 

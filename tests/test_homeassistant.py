@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from mqtt_helpers import Mosquitto, Probe, probe
 from support.agent import real_agent, running
+from support.mqtt import Mosquitto, Probe, probe
 from support.pages import PageServer, page_server  # noqa: F401 (fixture)
 from support.publisher import RecordingPublisher
 

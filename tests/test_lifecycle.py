@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from agent_double import START_DELAY_ENV
 from conftest import StartAgent
-from mqtt_helpers import CuttableLink, Mosquitto, free_port, probe
+from support.agent_double import START_DELAY_ENV
+from support.mqtt import CuttableLink, Mosquitto, free_port, probe
 
 from agent.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-DOUBLE_AGENT = Path(__file__).with_name("agent_double.py")
+DOUBLE_AGENT = Path(__file__).parent / "support" / "agent_double.py"
 Spawn = Callable[..., tuple[subprocess.Popen[bytes], Settings]]
 
 
@@ -84,7 +84,7 @@ async def test_command_sent_while_disconnected_is_not_run_later(
 
 @pytest.fixture
 def spawn_agent(tmp_path: Path, agent_settings: Callable[..., Settings]) -> Iterator[Spawn]:
-    """``python tests/agent_double.py``: the real agent as a process, the double inside."""
+    """``python tests/support/agent_double.py``: the real agent as a process, the double inside."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def spawn(settings: Settings | None = None) -> tuple[subprocess.Popen[bytes], Settings]:

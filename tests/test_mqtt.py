@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from agent_double import RunningAgent
 from conftest import StartAgent
-from mqtt_helpers import Mosquitto, Probe, probe, v5_request_properties
+from support.agent_double import RunningAgent
+from support.mqtt import Mosquitto, Probe, probe, v5_request_properties
 
 from agent import __version__
 from agent.config import Settings

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_double import DoubleFactory
 from conftest import StartAgent
-from mqtt_helpers import Mosquitto, probe
+from support.agent_double import DoubleFactory
+from support.mqtt import Mosquitto, probe
 
 from agent.app import run_agent
 from agent.commands import Dispatcher

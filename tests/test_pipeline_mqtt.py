@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import StartAgent
-from mqtt_helpers import probe
 from support.media import average_rgb, close_to, fetch, media_playlist, media_playlist_url
+from support.mqtt import probe
 from support.pages import PageServer
 from support.procs import named
 from support.streaming import NoDevice, until_async

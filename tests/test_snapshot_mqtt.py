@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from mqtt_helpers import probe
 from support.agent import real_agent
 from support.media import average_rgb, close_to
+from support.mqtt import probe
 from support.pages import PageServer, page_server  # noqa: F401 (fixture)
 from support.publisher import RecordingPublisher
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from mqtt_helpers import Mosquitto, free_port
 from support.agent import AUTH, TOKEN, real_agent, running
+from support.mqtt import Mosquitto, free_port
 from support.pages import PageServer, page_server  # noqa: F401 (fixture)
 
 from agent.config import Settings

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from agent_double import DoubleFactory
-from mqtt_helpers import Mosquitto, Probe, probe
 
 from agent.app import run_agent
 from agent.commands import Dispatcher
@@ -25,6 +23,8 @@ from agent.supervisor.supervisor import Supervisor
 from agent.transport.mqtt import MqttExtension, MqttTransport
 from agent.web.api import WebhookApi
 from agent.web.server import WebServer
+from support.agent_double import DoubleFactory
+from support.mqtt import Mosquitto, Probe, probe
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

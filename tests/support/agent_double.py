@@ -2,7 +2,8 @@
 
 The control plane (MQTT, commands, lifecycle) does not care how a page becomes video, so these
 tests run the real agent with this double in place of the pipeline. Run as a script it is the
-agent (``python tests/agent_double.py --config PATH``) with the double injected; only tests use it.
+agent (``python tests/support/agent_double.py --config PATH``) with the double injected; only
+tests use it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.app import run_agent
 from agent.config import Settings, load_settings
