@@ -29,6 +29,7 @@ CAST = {
     "mdns": False,  # only the fake device: real ones on a developer's LAN must not count
 }
 SMALL = {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600}
+SMALLER = {"width": 480, "height": 270, "fps": 15, "bitrate_kbps": 400}
 
 
 @dataclass
@@ -69,7 +70,7 @@ def rig(
         settings = agent_settings(
             cast={**CAST, "device": fake_tv.host, **cast},
             stream={"http_port": 0, "default_quality": "small"},
-            qualities={"small": SMALL},
+            qualities={"small": SMALL, "smaller": SMALLER},
             snapshot={"enabled": False},
         )
         root = settings.topic_root
@@ -121,6 +122,37 @@ async def test_start_switch_stop(rig: Callable[..., Any]) -> None:
         assert r.tv.app is None
         assert r.tv.stops == ["app"]
         assert named("ffmpeg") == []
+
+
+async def test_a_new_quality_on_the_same_tv_keeps_the_receiver(rig: Callable[..., Any]) -> None:
+    async with rig() as r:
+        first = await r.start(url=r.pages.color("ff0000"))
+        await r.status(
+            lambda s: s["session_id"] == first["session_id"] and s["state"] == "streaming"
+        )
+        second = await r.start(url=r.pages.color("00ff00"), quality="smaller")
+        assert second["ok"], second
+        await r.status(
+            lambda s: (
+                s["session_id"] == second["session_id"]
+                and s["state"] == "streaming"
+                and s["player_state"] == "PLAYING"
+            )
+        )
+        # A new pipeline, so a new LOAD, but our receiver was never quit in between.
+        assert len(r.tv.loads) == 2
+        assert r.tv.stops == []
+        assert r.tv.app is not None
+        await r.tv.wait_for(lambda: close_to(latest_segment_colour(r.tv), GREEN), within_s=20)
+
+        # The receiver kept for a successor that then fails is not left on a dead stream.
+        since = r.mqtt.mark()
+        third = await r.start(url=r.pages.url("/status/404"), quality="small")
+        assert third["ok"], third
+        failed = await r.status(lambda s: s["state"] == "error", since=since)
+        assert failed["error"]["code"] == "PAGE_LOAD_FAILED"
+        await r.tv.wait_for(lambda: r.tv.app is None, within_s=10)
+        assert r.tv.stops == ["app"]
 
 
 async def test_friendly_name_through_known_hosts(

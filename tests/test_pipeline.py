@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -369,6 +370,22 @@ async def test_casting_loads_a_reachable_url_after_segments_and_stops_the_device
     assert device.stops == 1
     assert observed["ffmpeg_running_at_device_stop"] is True
     assert (listener.player_states[-1], listener.devices[-1]) == ("PLAYING", "Test TV")
+
+
+async def test_a_replacement_on_the_same_device_takes_over_the_receiver(
+    tmp_path: Path, page_server: PageServer
+) -> None:
+    device = RecordingDevice(host="127.0.0.1")
+    red = page_server.color("ff0000")
+    async with streaming(tmp_path, red, cast=OneDevice(device)) as (backend, session, _):
+        # Same screen, other quality: no trip to the TV's ambient screen in between.
+        await session.stop(successor=replace(request(red), quality="480p"))
+        assert (device.releases, device.stops) == (1, 0)
+        other = backend.create_session("s2", request(red), RecordingListener())
+        await other.start()
+        await other.stop(successor=replace(request(red), device="Bedroom TV"))
+        assert (device.releases, device.stops) == (1, 1)
+    assert named("ffmpeg") == []
 
 
 async def test_quality_zoom_and_cold_browser(tmp_path: Path, page_server: PageServer) -> None:

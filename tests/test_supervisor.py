@@ -27,6 +27,7 @@ class DoubleSession:
     released: asyncio.Event = field(default_factory=asyncio.Event)
     calls: list[str] = field(default_factory=list)
     alive: bool = False
+    successor: StreamRequest | None = None
 
     async def start(self) -> None:
         self.calls.append("start")
@@ -46,8 +47,9 @@ class DoubleSession:
         self.request = request
         await asyncio.sleep(0)
 
-    async def stop(self) -> None:
+    async def stop(self, successor: StreamRequest | None = None) -> None:
         self.calls.append("stop")
+        self.successor = successor
         self.alive = False
 
     def figures(self) -> StreamFigures | None:
@@ -131,6 +133,7 @@ async def test_start_then_stop(harness: Harness) -> None:
     assert harness.supervisor.figures() is None
     assert (await harness.event(EventName.STOPPED)).data["reason"] == "command"
     assert harness.factory.sessions[0].calls == ["start", "stop"]
+    assert harness.factory.sessions[0].successor is None  # a stop hands nothing over
 
 
 async def test_start_reports_starting_before_streaming(harness: Harness) -> None:
@@ -203,6 +206,7 @@ async def test_new_quality_restarts_the_session(harness: Harness) -> None:
     second = harness.supervisor.start(req(quality="1080p"))
     await harness.settle()
     old, new = harness.factory.sessions
+    assert old.successor == req(quality="1080p")
     assert old.calls == ["start", "stop"]
     assert not old.alive
     assert new.alive

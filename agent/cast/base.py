@@ -28,6 +28,9 @@ class CastDevice(Protocol):
     async def stop(self) -> None:
         """Stop our media / quit our app as configured; stop following. Idempotent."""
 
+    async def release(self) -> None:
+        """Stop following but leave the receiver as it is: the next play() takes it over."""
+
 
 class CastManager(Protocol):
     async def resolve(self, spec: str | None) -> CastDevice | None:

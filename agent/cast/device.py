@@ -153,6 +153,13 @@ class ChromecastDevice:
         except CastRequestError as exc:
             self._log.warning("could not {} on {}: {}", self._settings.stop_action, self._name, exc)
 
+    async def release(self) -> None:
+        target = self._target
+        await self._unfollow()
+        # Remember what we left on screen: should the next session fail before its own
+        # LOAD, its stop() still closes the receiver we kept running for it.
+        self._target = target
+
     async def close(self) -> None:
         await self.stop()
         if self._connection is not None:

@@ -111,6 +111,10 @@ class PipelineSession:
                 device_task = group.create_task(self._parts.cast.resolve(self._request.device))
                 await self._start_pipeline()
         except ExceptionGroup as group_error:
+            # A device found before the pipeline failed is kept, so that stop() can close a
+            # receiver the previous session handed over to this one.
+            if device_task.done() and not device_task.cancelled() and not device_task.exception():
+                self._device = device_task.result()
             raise _most_telling(group_error) from None
         self._device = device_task.result()
         stream_url = self._stream_url()
@@ -144,21 +148,25 @@ class PipelineSession:
                 )
                 self._listener.set_title(await self._page.title())
 
-    async def stop(self) -> None:
+    async def stop(self, successor: StreamRequest | None = None) -> None:
         if self._stopped:
             return
         self._stopped = True
+        handover = successor is not None and successor.device == self._request.device
         with self._logging():
-            await self._stop()
+            await self._stop(handover)
 
-    async def _stop(self) -> None:
+    async def _stop(self, handover: bool) -> None:
         logger.info("stopping pipeline")
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         try:
-            if self._device is not None:
+            if self._device is not None and handover:
+                # The next session plays on this device: keep the receiver up for its LOAD.
+                await self._device.release()
+            elif self._device is not None:
                 try:
                     await asyncio.wait_for(self._device.stop(), 10)
                 except Exception as exc:

@@ -69,8 +69,13 @@ class StreamSession(Protocol):
     async def switch(self, session_id: str, request: StreamRequest) -> None:
         """Show ``request.url`` without restarting the encoder or the Cast media session."""
 
-    async def stop(self) -> None:
-        """Tear everything down; idempotent, safe after a failed or cancelled start."""
+    async def stop(self, successor: StreamRequest | None = None) -> None:
+        """Tear everything down; idempotent, safe after a failed or cancelled start.
+
+        ``successor`` is the request replacing this session, if any: a session casting to the
+        same device leaves the receiver running for it instead of sending the TV back to its
+        ambient screen between the two streams.
+        """
 
     def figures(self) -> StreamFigures | None:
         """Current encoder figures for the heartbeat, None when not encoding."""

@@ -191,7 +191,10 @@ class Supervisor:
             if running is not None:
                 displaced = [*running.displaced, running.session_id]
                 await self._stop_running(
-                    running, _StopReason(EventName.REPLACED, "replaced"), quiet=True
+                    running,
+                    _StopReason(EventName.REPLACED, "replaced"),
+                    quiet=True,
+                    successor=wanted.request,
                 )
                 if self._wanted is not wanted:
                     continue
@@ -306,14 +309,19 @@ class Supervisor:
         _reraise_lost_cancel()
 
     async def _stop_running(
-        self, running: _Running, reason: _StopReason, *, quiet: bool = False
+        self,
+        running: _Running,
+        reason: _StopReason,
+        *,
+        quiet: bool = False,
+        successor: StreamRequest | None = None,
     ) -> None:
         log = _bind(running.session_id, running.request)
         self._cancel_expiry()
         was_streaming = running.streaming
         self._set(state=State.STOPPING)
         log.info("stopping stream ({})", reason.reason)
-        await self._teardown(running)
+        await self._teardown(running, successor)
         self._running = None
         if quiet:
             return
@@ -332,9 +340,9 @@ class Supervisor:
         if was_streaming or reason.event is not EventName.FINISHED:
             self._emit(reason.event, running.session_id, reason=reason.reason)
 
-    async def _teardown(self, running: _Running) -> None:
+    async def _teardown(self, running: _Running, successor: StreamRequest | None = None) -> None:
         try:
-            await _within(self._stop_timeout_s, running.session.stop())
+            await _within(self._stop_timeout_s, running.session.stop(successor))
             _reraise_lost_cancel()
         except asyncio.CancelledError:
             if _being_cancelled():

@@ -51,6 +51,7 @@ class RecordingDevice:
     name: str = "Test TV"
     played: list[str] = field(default_factory=list)
     stops: int = 0
+    releases: int = 0
     on_play: Any = None
     on_stop: Any = None
 
@@ -64,6 +65,9 @@ class RecordingDevice:
         self.stops += 1
         if self.on_stop is not None:
             await self.on_stop()
+
+    async def release(self) -> None:
+        self.releases += 1
 
 
 @dataclass
