@@ -17,6 +17,7 @@ from typing import Any
 from loguru import logger
 
 from agent.broadcast import Broadcast
+from agent.cancellation import being_cancelled, reraise_lost_cancel
 from agent.errors import ErrorCode, ErrorInfo, PagecastError
 from agent.supervisor.session import SessionFactory, StreamRequest, StreamSession
 from agent.supervisor.state import Event, EventName, State, Status, StreamFigures, utcnow
@@ -222,7 +223,7 @@ class Supervisor:
         try:
             await self._in_flight(lambda: _within(self._start_timeout_s, session.start()))
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 raise
             # Superseded: the next round of _reconcile stops or replaces this session.
             log.info("start superseded by a newer command")
@@ -272,7 +273,7 @@ class Supervisor:
         try:
             await self._in_flight(lambda: running.session.switch(wanted.session_id, request))
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 raise
             log.info("switch superseded by a newer command")
             return
@@ -306,7 +307,7 @@ class Supervisor:
             await task
         finally:
             self._work = None
-        _reraise_lost_cancel()
+        reraise_lost_cancel()
 
     async def _stop_running(
         self,
@@ -343,9 +344,9 @@ class Supervisor:
     async def _teardown(self, running: _Running, successor: StreamRequest | None = None) -> None:
         try:
             await _within(self._stop_timeout_s, running.session.stop(successor))
-            _reraise_lost_cancel()
+            reraise_lost_cancel()
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 raise
         except Exception:
             _bind(running.session_id, running.request).exception("session did not stop cleanly")
@@ -447,19 +448,6 @@ class _Listener:
 
 def _bind(session_id: str, request: StreamRequest) -> Any:
     return logger.bind(session_id=session_id, url=request.url, quality=request.quality)
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _reraise_lost_cancel() -> None:
-    """Python 3.11 can lose a cancel that lands as awaited work completes (its ``wait_for``,
-    or a session that swallows one): the awaiting task resumes normally with ``cancelling()``
-    still set and would never end. Honour the cancel here instead."""
-    if _being_cancelled():
-        raise asyncio.CancelledError
 
 
 async def _within(seconds: float, work: Awaitable[None]) -> None:

@@ -22,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from agent.cancellation import reraise_lost_cancel
 from agent.commands import Dispatcher, Response
 from agent.config import MqttSettings, Settings, TlsSettings
 from agent.heartbeat import Heartbeat, info_payload
@@ -321,7 +322,7 @@ class MqttTransport:
                     await client.publish(self._topics.event, encode(event.to_payload()), qos=1)
                 elif statuses.empty() and events.empty():
                     return  # closing and drained (an item a getter has yet to take still counts)
-                _reraise_swallowed_cancel()
+                reraise_lost_cancel()
         finally:
             for waiter in (next_status, next_event, closing):
                 waiter.cancel()
@@ -330,14 +331,14 @@ class MqttTransport:
         while True:
             await asyncio.sleep(self._mqtt.heartbeat_interval)
             await self._publish_heartbeat(client)
-            _reraise_swallowed_cancel()
+            reraise_lost_cancel()
 
     # -- inbound -------------------------------------------------------------------------------
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             await self._on_message(client, message)
-            _reraise_swallowed_cancel()
+            reraise_lost_cancel()
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = message.topic.value
@@ -384,14 +385,6 @@ class MqttTransport:
             await client.publish(response_topic, body, qos=1, properties=properties)
         elif response_topic:
             logger.warning("ignored unusable MQTT v5 response topic {!r}", response_topic)
-
-
-def _reraise_swallowed_cancel() -> None:
-    # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) drops a cancel that arrives as
-    # the publish completes; the worker would then wait on its queue forever and close() hang.
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _publishable(topic: str) -> bool:
