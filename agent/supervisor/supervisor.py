@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from loguru import logger
@@ -465,5 +465,5 @@ def _as_error(exc: BaseException, what: str) -> ErrorInfo:
     return ErrorInfo(ErrorCode.INTERNAL, f"{what} failed: {exc.__class__.__name__}: {exc}")
 
 
-def _ends_at(start: Any, duration_s: float | None) -> Any:
+def _ends_at(start: datetime, duration_s: float | None) -> datetime | None:
     return start + timedelta(seconds=duration_s) if duration_s is not None else None
