@@ -26,8 +26,9 @@ from agent.app import run_agent
 from agent.config import Settings
 from agent.supervisor.session import SessionFactory
 
-# The fake Cast device and a tiny live HLS stream (tests/fakecast); local test pages.
-pytest_plugins = ["fakecast.fixtures", "support.pages"]
+# The fake Cast device and a tiny live HLS stream (tests/fakecast); local test pages; the
+# image built on a real Docker engine (skipped without one).
+pytest_plugins = ["fakecast.fixtures", "support.pages", "support.containers"]
 
 
 @pytest.fixture

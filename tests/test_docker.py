@@ -1,9 +1,9 @@
 """The Docker image and compose file, checked without a Docker engine.
 
-Building needs an engine this machine does not have, so these tests check what can be checked
-by reading and by running the pieces that matter outside Docker: the package list the image
-installs (compared with the setup script's), the health check against a real HTTP server, the
-build context, and the compose file's settings against the agent's own config model.
+test_container.py builds and runs the image on a real engine; these checks need none, so they
+run everywhere: the package list the image installs (compared with the setup script's), the
+health check against a real HTTP server, the build context, the seccomp profile, and the
+compose file's settings against the agent's own config model.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from aiohttp import web
 
 from agent.cli import SUBCOMMANDS
 from agent.config import Settings
+from agent.errors import ErrorCode
+from agent.stream.browser import SANDBOX_HELP, launch_error
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_LIST = ROOT / "system-packages.txt"
@@ -49,7 +51,22 @@ def instructions(dockerfile: str) -> list[tuple[str, str]]:
     return result
 
 
-DOCKERFILE = instructions((ROOT / "Dockerfile").read_text(encoding="utf-8"))
+ALL_STAGES = instructions((ROOT / "Dockerfile").read_text(encoding="utf-8"))
+
+
+def stages(parsed: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """The build stages, each from its FROM on (what comes before the first FROM is dropped)."""
+    result: list[list[tuple[str, str]]] = []
+    for keyword, args in parsed:
+        if keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((keyword, args))
+    return result
+
+
+# The image is the last stage; the stages before only build what it copies.
+DOCKERFILE = stages(ALL_STAGES)[-1]
 
 
 def arguments(keyword: str) -> list[str]:
@@ -81,6 +98,9 @@ def installed(record: Path) -> list[str]:
 
 def test_package_list_is_not_empty() -> None:
     assert {"chromium", "ffmpeg", "xvfb", "fonts-noto-color-emoji"} <= set(listed_packages())
+    # Debian's python3 runs the image's virtualenv; Playwright's Node.js needs libatomic.so.1,
+    # which slim systems lack (the image crashed at start without it).
+    assert {"python3", "libatomic1"} <= set(listed_packages())
 
 
 def debian_release() -> str:
@@ -150,7 +170,44 @@ def test_image_runs_unprivileged_and_keeps_the_sandbox() -> None:
     agent = compose()["services"]["pagecast"]
     assert "--no-sandbox" not in json.dumps(agent)
     assert not agent.get("privileged")
-    assert arguments("FROM") == ["python:3.11-slim-bookworm"]
+
+
+def test_every_stage_builds_on_the_documented_base() -> None:
+    (base,) = [args for kw, args in ALL_STAGES[:1] if kw == "ARG"]
+    assert base == "BASE=debian:bookworm-slim"
+    froms = [args.split()[0] for kw, args in ALL_STAGES if kw == "FROM"]
+    assert froms
+    assert set(froms) == {"${BASE}"}
+    # scripts/docker-base.sh makes that image when it cannot be pulled.
+    script = (ROOT / "scripts" / "docker-base.sh").read_text(encoding="utf-8")
+    assert 'IMAGE="${1:-debian:bookworm-slim}"' in script
+
+
+def test_build_stage_leaves_only_the_virtualenv() -> None:
+    build_stage = stages(ALL_STAGES)[0]
+    assert build_stage[0][1].endswith(" AS venv")
+    copies = [args for args in arguments("COPY") if args.startswith("--from=")]
+    assert copies == ["--from=venv /opt/pagecast /opt/pagecast"]
+    installs = " ".join(args for kw, args in build_stage if kw == "RUN")
+    # pip and setuptools leave the venv; pip keeps no cache in the layer.
+    assert "--no-cache-dir" in installs
+    assert "uninstall -y" in installs
+
+
+def test_debian_frontend_is_a_build_argument_only() -> None:
+    assert not any("DEBIAN_FRONTEND" in args for kw, args in ALL_STAGES if kw == "ENV")
+    for stage in stages(ALL_STAGES):
+        assert ("ARG", "DEBIAN_FRONTEND=noninteractive") in stage
+
+
+def test_build_fails_when_playwrights_driver_cannot_start() -> None:
+    smoke = [args for args in arguments("RUN") if "sync_playwright().start().stop()" in args]
+    assert len(smoke) == 1
+    position = DOCKERFILE.index(("RUN", smoke[0]))
+    user_at = DOCKERFILE.index(("USER", arguments("USER")[-1]))
+    copy_at = max(i for i, (kw, args) in enumerate(DOCKERFILE) if kw == "COPY")
+    assert position > user_at, "run it as the agent will"
+    assert position > copy_at, "run it once the virtualenv is in place"
 
 
 def test_entrypoint_is_the_installed_cli() -> None:
@@ -195,7 +252,8 @@ def test_build_context_holds_every_copied_file() -> None:
         for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    sources = [src for args in arguments("COPY") for src in args.split()[:-1]]
+    copies = [args.split() for kw, args in ALL_STAGES if kw == "COPY"]
+    sources = [src for words in copies if not words[0].startswith("--from=") for src in words[:-1]]
     assert sources
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: no such file in the repo"
@@ -264,6 +322,9 @@ def test_compose_runs_the_agent_beside_a_broker(monkeypatch: pytest.MonkeyPatch)
     assert agent["network_mode"] == "host"
     assert agent["build"] == "."
     assert "SYS_ADMIN" in agent["cap_add"]  # type: ignore[operator]
+    assert "no-new-privileges:true" in agent["security_opt"]  # type: ignore[operator]
+    # Playwright starts Chromium with --disable-dev-shm-usage: /dev/shm stays empty.
+    assert "shm_size" not in agent
     text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
     host_comment = text[: text.index("network_mode: host")].rsplit("build:", 1)[1]
     assert re.search(r"mDNS", host_comment), "say why host networking"
@@ -278,3 +339,55 @@ def test_compose_runs_the_agent_beside_a_broker(monkeypatch: pytest.MonkeyPatch)
     settings = Settings()
     assert settings.node_id == environment["PAGECAST_NODE_ID"]
     assert settings.mqtt.host == environment["PAGECAST_MQTT__HOST"]
+
+
+SECCOMP = json.loads((ROOT / "docker" / "seccomp-chromium.json").read_text(encoding="utf-8"))
+
+
+def test_seccomp_profile_adds_only_clone_and_unshare() -> None:
+    assert SECCOMP["defaultAction"] == "SCMP_ACT_ERRNO"
+    unconditional = [
+        rule
+        for rule in SECCOMP["syscalls"]
+        if rule["action"] == "SCMP_ACT_ALLOW"
+        and not rule.get("args")
+        and not rule.get("includes")
+        and not rule.get("excludes")
+    ]
+    granted = {name for rule in unconditional for name in rule["names"]}
+    # Chromium's zygote clones with CLONE_NEWPID without CLONE_NEWUSER: a rule that allowed
+    # CLONE_NEWUSER only was tried and fails; the profile allows the two calls outright.
+    assert {"clone", "unshare"} <= granted
+    # Everything else SYS_ADMIN would unlock stays behind the capability, as in Docker's profile.
+    assert not granted & {"mount", "setns", "bpf", "umount2", "ptrace", "perf_event_open"}
+    gated = [r for r in SECCOMP["syscalls"] if "CAP_SYS_ADMIN" in r["includes"].get("caps", [])]
+    assert any("mount" in rule["names"] for rule in gated)
+
+
+def test_seccomp_profile_is_dockers_default_plus_one_rule() -> None:
+    source = Path("/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json")
+    if not source.exists():
+        pytest.skip("Docker's default profile (Debian: golang-github-docker-docker-dev) absent")
+    default = json.loads(source.read_text(encoding="utf-8"))
+    assert SECCOMP["syscalls"][:-1] == default["syscalls"]
+    assert {k: v for k, v in SECCOMP.items() if k != "syscalls"} == {
+        k: v for k, v in default.items() if k != "syscalls"
+    }
+
+
+def test_sandbox_failure_becomes_one_line_that_says_what_to_add() -> None:
+    chromium_says = (
+        "BrowserType.launch: Target page, context or browser has been closed\n"
+        "Browser logs:\n[pid=41][err] [0101/000000.000:FATAL:zygote_host_impl_linux.cc(128)] "
+        "No usable sandbox! If you are running on Ubuntu 23.10+ or another Linux distro that "
+        "has disabled unprivileged user namespaces with AppArmor, see ...\n" + "hint\n" * 200
+    )
+    error = launch_error(chromium_says)
+    assert error.code is ErrorCode.PIPELINE_FAILED
+    assert error.message == SANDBOX_HELP
+    assert "\n" not in error.message
+    assert len(error.message) < 300
+    assert "--cap-add SYS_ADMIN" in error.message
+    assert "seccomp-chromium.json" in error.message
+    other = launch_error("Executable doesn't exist at /usr/bin/chromium")
+    assert other.message == "Chromium did not start: Executable doesn't exist at /usr/bin/chromium"

@@ -91,8 +91,7 @@ class Browser:
             # would leave a Chromium that only Playwright's own exit ends, drawing on our display.
             self._browser = await start_owned(launching, _close_browser)
         except Exception as exc:
-            message = f"Chromium did not start: {exc}"
-            raise PagecastError(ErrorCode.PIPELINE_FAILED, message) from exc
+            raise launch_error(str(exc)) from exc
         logger.debug("Chromium {} up on {}", self._browser.version, self._display)
 
     async def new_page(self, profile: AuthProfile | None) -> BrowserPage:
@@ -124,6 +123,24 @@ class Browser:
         if self._browser is not None:
             browser, self._browser = self._browser, None
             await _close_browser(browser)
+
+
+# What Chromium prints when its sandbox cannot make its namespaces (Docker's default seccomp
+# profile without SYS_ADMIN, or a host that forbids unprivileged user namespaces).
+_SANDBOX_BLOCKED = ("no usable sandbox", "failed to move to new namespace", "zygote could not fork")
+SANDBOX_HELP = (
+    "Chromium's sandbox cannot create its namespaces: in Docker add --cap-add SYS_ADMIN or "
+    "--security-opt seccomp=docker/seccomp-chromium.json (README, Docker); elsewhere allow "
+    "unprivileged user namespaces"
+)
+
+
+def launch_error(detail: str) -> PagecastError:
+    """One line a user can act on instead of Chromium's kilobytes of hints, when we know it."""
+    if any(marker in detail.lower() for marker in _SANDBOX_BLOCKED):
+        logger.debug("Chromium's sandbox failed: {}", detail)
+        return PagecastError(ErrorCode.PIPELINE_FAILED, SANDBOX_HELP)
+    return PagecastError(ErrorCode.PIPELINE_FAILED, f"Chromium did not start: {detail}")
 
 
 async def _close_browser(browser: PlaywrightBrowser) -> None:
