@@ -34,13 +34,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/pagecast/bin:$PATH
 
-# No documentation, man pages or translations from the packages below (what Debian's -slim
-# images do for their own packages): ~40 MB that nobody reads inside a container.
-RUN printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
-        'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' \
-        'path-exclude /usr/share/locale/*' 'path-exclude /usr/share/lintian/*' \
-        >/etc/dpkg/dpkg.cfg.d/pagecast-slim
-
 # The one list of system packages (also read by scripts/setup.sh): Python, Chromium, ffmpeg,
 # Xvfb, libatomic for Playwright's Node.js driver and the fonts dashboards need, emoji included.
 # Same filter as setup.sh: skip comments and blanks.

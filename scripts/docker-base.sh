@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the Docker engine has the image's base, debian:bookworm-slim: pulled when Docker Hub
 # answers, otherwise a stand-in made here from Debian's own packages with
-# `debootstrap --variant=minbase bookworm` and `docker import` (what the official image is built
-# from, less its slimming, which the Dockerfile does itself). The stand-in stays in the engine's
-# image store under that tag, so later builds reuse it; delete the tag to rebuild it.
+# `debootstrap --variant=minbase bookworm` and `docker import`, slimmed the way the official
+# -slim images are (no documentation, man pages or translations, for later packages too). The
+# stand-in stays in the engine's image store under that tag, so later builds reuse it; remove
+# the tag (docker rmi) to make it again.
 # Usage: scripts/docker-base.sh [IMAGE]      (default debian:bookworm-slim; needs root for debootstrap)
 set -euo pipefail
 IMAGE="${1:-debian:bookworm-slim}"
@@ -43,6 +44,26 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
     printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$root/etc/pip.conf"
 fi
+
+# The -slim images' dpkg filter (debuerreotype's slimify), for every package the image adds
+# later; what debootstrap installed already is removed below.
+cat >"$root/etc/dpkg/dpkg.cfg.d/docker" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/info/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/lintian/overrides/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/man/*
+EOF
+slim=("$root/usr/share/info" "$root/usr/share/linda" "$root/usr/share/lintian/overrides"
+    "$root/usr/share/locale" "$root/usr/share/man")
+[[ "$root" == /var/tmp/pagecast-base.?* ]] || exit 1  # never delete outside the new root
+find "$root/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
+find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
+for dir in "${slim[@]}"; do
+    if [[ -d "$dir" ]]; then find "$dir" -mindepth 1 -delete; fi
+done
 
 chroot "$root" apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/*.log

@@ -20,8 +20,8 @@ from typing import Any
 
 OPTIONS = Path(os.environ.get("PAGECAST_ADDON_OPTIONS", "/data/options.json"))
 STATE_DIR = Path(os.environ.get("PAGECAST_ADDON_STATE", "/data/state"))
-# The Supervisor answers at http://supervisor inside an add-on; tests point this elsewhere.
-SUPERVISOR_URL = os.environ.get("SUPERVISOR_URL", "http://supervisor")
+# The Supervisor answers here inside an add-on; SUPERVISOR_URL points elsewhere (tests).
+SUPERVISOR_URL = "http://supervisor"
 AGENT_USER = "pagecast"
 
 # Option name → the agent's setting (PAGECAST_ + path, __ between levels).
@@ -61,7 +61,7 @@ def options_env(options: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
-def supervisor_mqtt(token: str, base_url: str = SUPERVISOR_URL) -> dict[str, str]:
+def supervisor_mqtt(token: str, base_url: str) -> dict[str, str]:
     """The broker Home Assistant uses, from ``GET /services/mqtt``, as PAGECAST_MQTT__*."""
     request = urllib.request.Request(
         f"{base_url}/services/mqtt", headers={"Authorization": f"Bearer {token}"}
@@ -92,7 +92,7 @@ def agent_env(options: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, 
         if not token:
             message = "no MQTT broker: set mqtt_host, or run this as a Home Assistant add-on"
             raise AddonError(message)
-        env.update(supervisor_mqtt(token))
+        env.update(supervisor_mqtt(token, base.get("SUPERVISOR_URL", SUPERVISOR_URL)))
     env.update(chosen)
     env.setdefault("PAGECAST_STATE_DIR", str(STATE_DIR))
     return env
