@@ -69,12 +69,13 @@ def supervisor_mqtt(token: str, base_url: str) -> dict[str, str]:
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             data = json.load(response)["data"]
+        host, port = str(data["host"]), str(data["port"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AddonError(
             f"no MQTT broker: none set in the options and the Supervisor's MQTT service "
             f"did not answer ({exc}); install the Mosquitto broker add-on or set mqtt_host"
         ) from exc
-    env = {"PAGECAST_MQTT__HOST": str(data["host"]), "PAGECAST_MQTT__PORT": str(data["port"])}
+    env = {"PAGECAST_MQTT__HOST": host, "PAGECAST_MQTT__PORT": port}
     if data.get("username"):
         env["PAGECAST_MQTT__USERNAME"] = str(data["username"])
         env["PAGECAST_MQTT__PASSWORD"] = str(data.get("password") or "")
