@@ -56,6 +56,14 @@ path-exclude /usr/share/lintian/overrides/*
 path-exclude /usr/share/locale/*
 path-exclude /usr/share/man/*
 EOF
+# Like the official images, apt keeps no downloaded packages and no translations in a layer.
+cat >"$root/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+echo 'Acquire::Languages "none";' >"$root/etc/apt/apt.conf.d/docker-no-languages"
 slim=("$root/usr/share/info" "$root/usr/share/linda" "$root/usr/share/lintian/overrides"
     "$root/usr/share/locale" "$root/usr/share/man")
 [[ "$root" == /var/tmp/pagecast-base.?* ]] || exit 1  # never delete outside the new root
