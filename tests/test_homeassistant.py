@@ -96,6 +96,15 @@ def test_document_describes_the_device_and_origin() -> None:
     assert doc["availability"] == [{"topic": "pagecast/living-room/availability"}]
 
 
+def test_every_entity_carries_its_own_qos() -> None:
+    """HA 2025.4 copies only availability and topic options down from the device level."""
+    doc = discovery_document(settings())
+    inherited = {k: v for k, v in doc.items() if k == "availability" or k.endswith("topic")}
+    for key, component in doc["components"].items():
+        as_ha_sees_it = {**inherited, **component}
+        assert as_ha_sees_it.get("qos") == 1, key
+
+
 def test_unique_ids_are_stable_and_per_node() -> None:
     first = discovery_document(settings())["components"]
     again = discovery_document(settings(mqtt={"base_topic": "screens"}))["components"]

@@ -31,6 +31,8 @@ BIRTH_PAYLOAD = b"online"
 REPUBLISH_DELAY_S = (1.0, 5.0)
 # HA keeps a sensor's state to 255 characters; a longer one would be rejected outright.
 MAX_STATE = 255
+# Commands from HA and the states it reads must not be lost on a flaky link.
+QOS = 1
 
 
 def discovery_topic(settings: Settings) -> str:
@@ -190,6 +192,9 @@ def component(entity: Entity, settings: Settings) -> dict[str, Any]:
         "platform": entity.platform,
         "name": entity.name,
         "unique_id": f"pagecast_{settings.node_id}_{entity.key}",
+        # Per component: HA (2025.4) copies only availability and topic options down from the
+        # device level, so a device-level qos would leave every entity at QoS 0.
+        "qos": QOS,
     }
     config.update({k: _option(k, v, settings, topics) for k, v in entity.options.items()})
     if entity.icon is not None:
@@ -212,7 +217,6 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         },
         "origin": {"name": "pagecast", "sw_version": __version__},
         "availability": [{"topic": Topics.of(settings).availability}],
-        "qos": 1,
         "components": {entity.key: component(entity, settings) for entity in ENTITIES},
     }
 
