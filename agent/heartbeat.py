@@ -9,7 +9,7 @@ from typing import Any
 from agent import __version__
 from agent.commands import COMMANDS
 from agent.config import Settings
-from agent.supervisor.state import State, iso, utcnow
+from agent.supervisor.state import iso, utcnow
 from agent.supervisor.supervisor import Supervisor
 
 CORE_CAPABILITIES = ("duration", "auth-profiles", "fleet", "mqtt5-response-topic", "id-replay")
@@ -26,7 +26,7 @@ class Heartbeat:
     def payload(self, *, mqtt_reconnects: int) -> dict[str, Any]:
         self._seq += 1
         state = self._supervisor.status.state
-        figures = self._supervisor.figures() if state is State.STREAMING else None
+        figures = self._supervisor.figures()
         return {
             "ts": iso(utcnow()),
             "seq": self._seq,
