@@ -1,8 +1,9 @@
 """aiohttp server for the live HLS streams, ``/snapshot.jpg`` and ``/healthz``.
 
 Streams live under ``/stream/<token>/`` where the token is unguessable and exists only while
-its session runs. Every response carries ``Access-Control-Allow-Origin: *`` because Cast
-receivers fetch the playlist and segments cross-origin.
+its session runs. Stream and snapshot responses carry ``Access-Control-Allow-Origin: *``
+because Cast receivers and dashboards fetch them cross-origin; nothing else does: the webhook
+API added on this server must not be readable by any page a browser happens to show.
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SnapshotSource = Callable[[], bytes | None]
 
 
+# What players and dashboards fetch cross-origin (including a 404 for a segment gone).
+_CORS_PATHS = ("/stream/", "/snapshot.jpg")
+
+
 @web.middleware
 async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(_CORS_PATHS):
+        return await handler(request)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
