@@ -97,6 +97,16 @@ async def test_other_paths_are_404_without_cors(server: tuple[WebServer, str], p
     assert "Access-Control-Allow-Origin" not in headers
 
 
+async def test_a_segment_deleted_after_it_was_listed_is_404(
+    server: tuple[WebServer, str], tmp_path: Path
+) -> None:
+    _, base = server
+    (tmp_path / "stream" / "seg7.ts").unlink()
+    status, headers, _ = await get(f"{base}/stream/{TOKEN}/seg7.ts")
+    assert status == 404
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
 async def test_unpublished_streams_disappear(server: tuple[WebServer, str]) -> None:
     web_server, base = server
     web_server.unpublish(TOKEN)

@@ -8,6 +8,10 @@ from pathlib import Path
 MASTER_PLAYLIST = "index.m3u8"
 MEDIA_PLAYLIST = "media.m3u8"
 SEGMENT_PATTERN = "seg%d.ts"
+# What HTTP serves and the Cast LOAD announces. Set by hand: Python's mimetypes (so aiohttp's
+# default) calls .ts "text/vnd.trolltech.linguist" (Qt translations).
+HLS_CONTENT_TYPE = "application/vnd.apple.mpegurl"
+SEGMENT_CONTENT_TYPE = "video/mp2t"
 
 
 @dataclass(frozen=True, slots=True)

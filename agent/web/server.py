@@ -8,7 +8,6 @@ API added on this server must not be readable by any page a browser happens to s
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -16,11 +15,9 @@ from pathlib import Path
 from aiohttp import web
 from loguru import logger
 
-# Set by hand: Python's mimetypes calls .ts "text/vnd.trolltech.linguist" (Qt translations).
-CONTENT_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
-}
+from agent.stream.hls import HLS_CONTENT_TYPE, SEGMENT_CONTENT_TYPE
+
+CONTENT_TYPES = {".m3u8": HLS_CONTENT_TYPE, ".ts": SEGMENT_CONTENT_TYPE}
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(m3u8|ts)$")
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -117,20 +114,15 @@ class WebServer:
         self._resolve(request)
         return web.Response(status=204)
 
-    async def _stream_file(self, request: web.Request) -> web.Response:
+    async def _stream_file(self, request: web.Request) -> web.FileResponse:
         path = self._resolve(request)
-        try:
-            body = await asyncio.to_thread(path.read_bytes)
-        except (FileNotFoundError, IsADirectoryError):
-            # A segment that slid out of the window and was deleted.
-            raise web.HTTPNotFound() from None
-        playlist = path.suffix == ".m3u8"
-        return web.Response(
-            body=body,
+        # FileResponse answers 404 for a segment that slid out of the window and was deleted.
+        return web.FileResponse(
+            path,
             headers={
                 "Content-Type": CONTENT_TYPES[path.suffix],
                 # The live playlist changes every segment; segments never change.
-                "Cache-Control": "no-cache" if playlist else "max-age=60",
+                "Cache-Control": "no-cache" if path.suffix == ".m3u8" else "max-age=60",
             },
         )
 
