@@ -19,7 +19,6 @@ class Playlist:
     media_sequence: int
     segments: tuple[str, ...]
     durations: tuple[float, ...]
-    ended: bool
 
     @property
     def last_sequence(self) -> int | None:
@@ -39,7 +38,7 @@ def parse_playlist(text: str) -> Playlist:
             durations.append(float(line[8:].split(",", 1)[0]))
         elif line and not line.startswith("#"):
             segments.append(line)
-    return Playlist(sequence, tuple(segments), tuple(durations), "#EXT-X-ENDLIST" in text)
+    return Playlist(sequence, tuple(segments), tuple(durations))
 
 
 def read_playlist(directory: Path) -> Playlist | None:

@@ -28,14 +28,6 @@ def encode(payload: PayloadLike) -> bytes:
     return redact_url(payload).encode("utf-8")
 
 
-class Transport(Protocol):
-    async def run(self) -> None:
-        """Serve until close(); reconnecting by itself where the medium needs it."""
-
-    async def close(self) -> None:
-        """Publish the final status and goodbye, then make run() return."""
-
-
 class Publisher(Protocol):
     """A transport's outbound side, stable across reconnects."""
 
