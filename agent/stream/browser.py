@@ -10,7 +10,7 @@ from loguru import logger
 from playwright.async_api import Browser as PlaywrightBrowser
 from playwright.async_api import BrowserContext, Page, Playwright
 
-from agent.config import AuthProfile, BrowserSettings
+from agent.config import AuthProfile, BrowserSettings, QualityPreset
 from agent.errors import ErrorCode, PagecastError
 from agent.stream import auth
 from agent.stream.process import start_owned
@@ -26,6 +26,10 @@ class Geometry:
     height: int
     zoom: float
     fps: int
+
+    @classmethod
+    def of(cls, preset: QualityPreset) -> Geometry:
+        return cls(preset.width, preset.height, preset.zoom, preset.fps)
 
 
 def sandbox_enabled(settings: BrowserSettings) -> bool:
