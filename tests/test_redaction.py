@@ -9,17 +9,22 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from loguru import logger
 from support.agent import AUTH, TOKEN, running
+from support.listener import RecordingListener
 from support.mqtt import Mosquitto
+from support.pages import PageServer
+from support.streaming import OneDevice, RecordingDevice, running_backend
 
 from agent.config import LogSettings, Settings
 from agent.errors import ErrorCode, PagecastError
 from agent.extensions.homeassistant import discovery_document
 from agent.logs import setup_logging
 from agent.redact import redact_url
+from agent.supervisor.session import StreamRequest
 
 PASSWORD = "s3cr3t-Pa55"
 URL = f"http://viewer:{PASSWORD}@dash.test:8123/lovelace/0"
@@ -138,3 +143,24 @@ async def test_status_events_responses_and_logs_never_show_the_password(
     logged = log_lines.getvalue()
     assert MASKED in logged  # the bound url and the messages are there, masked
     assert PASSWORD not in logged
+
+
+async def test_the_tv_never_shows_the_password(tmp_path: Path, page_server: PageServer) -> None:
+    """A page without a title is announced to the TV by its URL: masked, like everywhere."""
+    device = RecordingDevice()
+    url = page_server.url("/untitled").replace("http://", f"http://viewer:{PASSWORD}@")
+    small = {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600}
+    async with running_backend(
+        tmp_path,
+        OneDevice(device),
+        qualities={"small": small},
+        stream={"http_port": 0, "work_dir": str(tmp_path), "default_quality": "small"},
+    ) as backend:
+        session = backend.create_session(
+            "s1", StreamRequest(url=url, quality="small"), RecordingListener()
+        )
+        try:
+            await session.start()
+        finally:
+            await session.stop()
+    assert device.titles == [url.replace(PASSWORD, "***")]
