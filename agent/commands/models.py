@@ -44,7 +44,6 @@ HttpUrlText = Annotated[
     AfterValidator(_http_url),
 ]
 Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)]
-RequestId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class _Command(BaseModel):
@@ -52,13 +51,13 @@ class _Command(BaseModel):
     # fail loudly instead of silently starting the default quality.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    id: RequestId | None = None
+    id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
 
 
 class StartCommand(_Command):
-    url: HttpUrlText
+    url: str
     quality: str | None = None
-    duration: Seconds | None = None
+    duration: float | None = None
     device: str | None = Field(None, min_length=1, max_length=256)
     auth: str | None = None
     force: bool = False

@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any, NoReturn, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
-from agent.commands.models import MAX_DURATION_S, MAX_ID_LENGTH, StartCommand, StopCommand
+from agent.commands.models import (
+    MAX_DURATION_S,
+    MAX_ID_LENGTH,
+    HttpUrlText,
+    Seconds,
+    StartCommand,
+    StopCommand,
+)
 from agent.config import Settings
 from agent.errors import ErrorCode, PagecastError
 from agent.supervisor.session import StreamRequest
@@ -27,6 +35,7 @@ _FIELD_HINTS = {
 
 Payload = dict[str, Any] | str | None
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def _invalid(message: str) -> NoReturn:
@@ -90,12 +99,36 @@ def _validate(model: type[M], data: dict[str, Any]) -> M:
             _invalid(f"unknown key {key!r} (known keys: {known})")
         if first["type"] == "missing":
             _invalid(f"{key}: required")
-        field = str(first["loc"][0])
-        code = _FIELD_CODES.get(field, ErrorCode.INVALID_PAYLOAD)
-        if first["type"] == "value_error":  # our own check: its message says it all
-            raise PagecastError(code, str(first["ctx"]["error"])) from None
-        hint = f" (expected {_FIELD_HINTS[field]})" if field in _FIELD_HINTS else ""
-        raise PagecastError(code, f"{key}: {first['msg']}{hint}") from None
+        raise _field_error(str(first["loc"][0]), key, first) from None
+
+
+def _field_error(field: str, key: str, error: ErrorDetails) -> PagecastError:
+    code = _FIELD_CODES.get(field, ErrorCode.INVALID_PAYLOAD)
+    if error["type"] == "value_error":  # our own check: its message says it all
+        return PagecastError(code, str(error.get("ctx", {}).get("error")))
+    hint = f" (expected {_FIELD_HINTS[field]})" if field in _FIELD_HINTS else ""
+    return PagecastError(code, f"{key}: {error['msg']}{hint}")
+
+
+def _checked(adapter: TypeAdapter[T], value: object, field: str) -> T:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise _field_error(field, field, exc.errors()[0]) from None
+
+
+_URL: TypeAdapter[str] = TypeAdapter(HttpUrlText)
+_DURATION: TypeAdapter[float | None] = TypeAdapter(Seconds | None)
+
+
+def check_url(url: str) -> str:
+    """An absolute http(s) URL with a host; every other scheme or shape is INVALID_URL."""
+    return _checked(_URL, url, "url")
+
+
+def check_duration(duration: float | None) -> float | None:
+    """> 0 and <= 7 days, or None; anything else is INVALID_DURATION."""
+    return _checked(_DURATION, duration, "duration")
 
 
 def parse_start(data: Payload, settings: Settings) -> StreamRequest:
@@ -110,11 +143,11 @@ def parse_start(data: Payload, settings: Settings) -> StreamRequest:
         )
     settings.auth_profile(command.auth)  # an unknown profile is refused here, at the edge
     return StreamRequest(
-        url=command.url,
+        url=check_url(command.url),
         quality=quality,
         device=command.device,
         auth=command.auth,
-        duration_s=command.duration,
+        duration_s=check_duration(command.duration),
         force=command.force,
         request_id=command.id,
     )
