@@ -2,48 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent.errors import ErrorCode, ErrorInfo
 
 MAX_ID_LENGTH = 128
-MAX_DURATION_S = 7 * 24 * 3600
-MAX_URL_LENGTH = 8192
-ALLOWED_SCHEMES = ("http", "https")
-
-
-def _http_url(url: str) -> str:
-    """An absolute http(s) URL with a host, read as ``urlsplit`` (and Chromium) read it.
-
-    pydantic's HttpUrl would normalise the URL (status must show what was sent) and accepts
-    what Chromium would read differently (``http:///dash`` as host ``dash``, inner spaces).
-    """
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise ValueError("url contains whitespace or control chars")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises on a non-numeric or out-of-range port
-    except ValueError as exc:
-        raise ValueError(f"url cannot be parsed: {exc}") from None
-    scheme = parts.scheme.lower()
-    if not scheme:
-        raise ValueError(f"{url!r} is relative; give an absolute http(s) URL")
-    if scheme not in ALLOWED_SCHEMES:
-        raise ValueError(f"scheme {scheme!r} is not allowed; only http and https are")
-    if not parts.hostname:
-        raise ValueError(f"{url!r} has no host")
-    return url
-
-
-HttpUrlText = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_URL_LENGTH),
-    AfterValidator(_http_url),
-]
-Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)]
 
 
 class _Command(BaseModel):

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails
 
-from agent.commands.models import (
-    MAX_DURATION_S,
-    MAX_ID_LENGTH,
-    HttpUrlText,
-    Seconds,
-    StartCommand,
-    StopCommand,
-)
+from agent.commands.models import MAX_ID_LENGTH, StartCommand, StopCommand
 from agent.config import Settings
 from agent.errors import ErrorCode, PagecastError
 from agent.supervisor.session import StreamRequest
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_DURATION_S = 7 * 24 * 3600
+MAX_URL_LENGTH = 8192
+ALLOWED_SCHEMES = ("http", "https")
 
 # A type error on these fields means the sender got that field wrong, so say which.
 _FIELD_CODES = {
@@ -86,6 +90,37 @@ def request_id_of(data: Payload) -> str | None:
         if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
             return value
     return None
+
+
+def _http_url(url: str) -> str:
+    """An absolute http(s) URL with a host, read as ``urlsplit`` (and Chromium) read it.
+
+    pydantic's HttpUrl would normalise the URL (status must show what was sent) and accepts
+    what Chromium would read differently (``http:///dash`` as host ``dash``, inner spaces).
+    """
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise ValueError("url contains whitespace or control chars")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ValueError(f"url cannot be parsed: {exc}") from None
+    scheme = parts.scheme.lower()
+    if not scheme:
+        raise ValueError(f"{url!r} is relative; give an absolute http(s) URL")
+    if scheme not in ALLOWED_SCHEMES:
+        raise ValueError(f"scheme {scheme!r} is not allowed; only http and https are")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    return url
+
+
+HttpUrlText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_URL_LENGTH),
+    AfterValidator(_http_url),
+]
+Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)]
 
 
 def _validate(model: type[M], data: dict[str, Any]) -> M:
