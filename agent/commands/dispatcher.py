@@ -139,17 +139,6 @@ class Dispatcher:
             changed=outcome.changed,
         )
 
-    def _unmasked(self, request: StreamRequest) -> StreamRequest:
-        """The URL on screen for a start that names it as published, with its password masked.
-
-        Home Assistant's quality select (and any client echoing ``status.url``) sends the URL
-        back as it saw it; loading that would fail to log in.
-        """
-        current = self._supervisor.status.url
-        if current and request.url != current and request.url == redact_url(current):
-            return replace(request, url=current)
-        return request
-
     async def _stop(self, data: Payload, request_id: str | None) -> Response:
         command = parse_stop(data)
         session_id = self._supervisor.status.session_id
@@ -169,3 +158,14 @@ class Dispatcher:
             session_id=status.session_id,
             status=status.to_payload(),
         )
+
+    def _unmasked(self, request: StreamRequest) -> StreamRequest:
+        """The URL on screen for a start that names it as published, with its password masked.
+
+        Home Assistant's quality select (and any client echoing ``status.url``) sends the URL
+        back as it saw it; loading that would fail to log in.
+        """
+        current = self._supervisor.status.url
+        if current and request.url != current and request.url == redact_url(current):
+            return replace(request, url=current)
+        return request
