@@ -64,7 +64,8 @@ class Entity:
     diagnostic: bool = False
 
 
-# A JSON "null" renders as None, which HA reads as "unknown" rather than a state.
+# Most entities render ~/status; a JSON "null" there renders as None, which HA reads as
+# "unknown" rather than a state.
 _STATUS: Mapping[str, Option] = {"state_topic": "status"}
 # The whole status as attributes: the text and select command templates read them.
 _ATTRIBUTES: Mapping[str, Option] = {"json_attributes_topic": "status"}
