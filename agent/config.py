@@ -155,6 +155,14 @@ class AuthProfile(_Section):
             raise ValueError("must look like https://host[:port]")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _secure_needs_https(self) -> AuthProfile:
+        # The cookies are bound to the origin's scheme: Chromium refuses a secure one for http.
+        insecure = [c.name for c in self.cookies if c.secure and self.origin.startswith("http:")]
+        if insecure:
+            raise ValueError(f"secure cookies {insecure} need an https origin")
+        return self
+
 
 class CastSettings(_Section):
     device: str | None = Field(
