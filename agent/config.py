@@ -36,6 +36,13 @@ def default_node_id() -> str:
     return sanitize_topic_level(socket.gethostname()) or "pagecast"
 
 
+def default_state_dir() -> Path:
+    """Where a checkout keeps its wish: the XDG state directory (the image sets its own)."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "pagecast"
+
+
 def sanitize_topic_level(value: str) -> str:
     """Make a string safe as one MQTT topic level (no wildcards, separators or spaces)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", value).strip("-").lower()
@@ -66,6 +73,9 @@ class MqttSettings(_Section):
     tls: TlsSettings = TlsSettings()
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    health_grace_s: float = Field(
+        30.0, ge=0, description="/healthz fails once the broker is gone this long"
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -218,6 +228,8 @@ class Settings(BaseSettings):
 
     node_id: str = Field(default_factory=default_node_id)
     groups: list[str] = []
+    # The wish (what to show) survives restarts here, one file per node id.
+    state_dir: Path = Field(default_factory=default_state_dir)
     mqtt: MqttSettings = MqttSettings()
     cast: CastSettings = CastSettings()
     stream: StreamSettings = StreamSettings()

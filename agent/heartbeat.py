@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from agent import __version__
 from agent.commands import COMMANDS
 from agent.config import Settings
+from agent.proctree import tree_usage
 from agent.supervisor.state import State, iso, utcnow
 from agent.supervisor.supervisor import Supervisor
 
@@ -23,7 +25,9 @@ class Heartbeat:
         self._started = time.monotonic()
         self._seq = 0
 
-    def payload(self, *, mqtt_reconnects: int) -> dict[str, Any]:
+    async def payload(self, *, mqtt_reconnects: int) -> dict[str, Any]:
+        # The whole tree (Chromium, Xvfb, ffmpeg too): slow growth over days shows here.
+        usage = await asyncio.to_thread(tree_usage)
         self._seq += 1
         state = self._supervisor.status.state
         figures = self._supervisor.figures() if state is State.STREAMING else None
@@ -33,6 +37,8 @@ class Heartbeat:
             "uptime_s": round(time.monotonic() - self._started, 1),
             "state": state.value,
             "stream": figures.to_payload() if figures else None,
+            "tree_rss_mb": round(usage.rss_bytes / 2**20, 1),
+            "processes": usage.processes,
             "mqtt_reconnects": mqtt_reconnects,
             "version": __version__,
         }
