@@ -11,7 +11,7 @@ from agent import __version__
 from agent.commands import COMMANDS
 from agent.config import Settings
 from agent.proctree import tree_usage
-from agent.supervisor.state import State, iso, utcnow
+from agent.supervisor.state import iso, utcnow
 from agent.supervisor.supervisor import Supervisor
 
 CORE_CAPABILITIES = ("duration", "auth-profiles", "fleet", "mqtt5-response-topic", "id-replay")
@@ -30,7 +30,7 @@ class Heartbeat:
         usage = await asyncio.to_thread(tree_usage)
         self._seq += 1
         state = self._supervisor.status.state
-        figures = self._supervisor.figures() if state is State.STREAMING else None
+        figures = self._supervisor.figures()
         return {
             "ts": iso(utcnow()),
             "seq": self._seq,

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from agent.config import Settings
+from agent.retry import Backoff
 from agent.transport.base import encode
-from agent.transport.mqtt import Backoff
 from agent.transport.topics import Topics
 
 

@@ -25,6 +25,9 @@ class StreamRequest:
     duration_s: float | None = None
     force: bool = False
     request_id: str | None = None
+    # From the persisted wish after a restart, not from a command: nobody waits for an answer,
+    # so an unreachable page or device is waited for instead of failing the start.
+    resumed: bool = False
 
     def same_stream(self, other: StreamRequest) -> bool:
         """True when ``other`` would put exactly the same thing on the same screen."""
@@ -45,6 +48,10 @@ class SessionListener(Protocol):
 
     def set_player(self, *, player_state: str | None, device: str | None) -> None:
         """What the Cast device reports: its player state and its friendly name."""
+
+    def set_waiting(self, reason: str | None) -> None:
+        """The wish stands but the screen does not show it: ``device_away``, ``taken_over``,
+        ``page_unreachable``; None once it shows the stream again."""
 
     def event(self, name: EventName, **data: Any) -> None:
         """A lifecycle event the session caused by itself (``device_lost``, ``recovered``)."""

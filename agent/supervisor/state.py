@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -14,6 +14,8 @@ class State(StrEnum):
     IDLE = "idle"
     STARTING = "starting"
     STREAMING = "streaming"
+    # The wish stands but the screen does not show it (``Status.reason`` says why).
+    WAITING = "waiting"
     STOPPING = "stopping"
     ERROR = "error"
 
@@ -42,27 +44,31 @@ class Status:
     ends_at: datetime | None = None
     error: ErrorInfo | None = None
     request_id: str | None = None
+    # Why the state is ``waiting``: device_away, taken_over or page_unreachable.
+    reason: str | None = None
     updated_at: datetime = field(default_factory=utcnow)
 
     def evolve(self, **changes: Any) -> Status:
         return replace(self, updated_at=utcnow(), **changes)
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "session_id": self.session_id,
-            "url": self.url,
-            "quality": self.quality,
-            "device": self.device,
-            "player_state": self.player_state,
-            "stream_url": self.stream_url,
-            "title": self.title,
-            "started_at": iso(self.started_at),
-            "ends_at": iso(self.ends_at),
-            "error": self.error.to_dict() if self.error else None,
-            "request_id": self.request_id,
-            "ts": iso(utcnow()),
+        payload = {
+            f.name: _json_value(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "updated_at"
         }
+        payload["ts"] = iso(utcnow())
+        return payload
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, ErrorInfo):
+        return value.to_dict()
+    return value
 
 
 class EventName(StrEnum):
@@ -73,6 +79,11 @@ class EventName(StrEnum):
     FAILED = "failed"
     DEVICE_LOST = "device_lost"
     RECOVERED = "recovered"
+    RESUMED = "resumed"
+    RECYCLED = "recycled"
+    PAGE_ERROR = "page_error"
+    INTERRUPTED = "interrupted"
+    REVERTED = "reverted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +114,8 @@ class StreamFigures:
     dropped_frames: int | None = None
     duplicated_frames: int | None = None
     restarts: int = 0
+    # Seconds since the newest segment was written: a stuck encoder shows here first.
+    segment_age_s: float | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "fps": self.fps,
-            "bitrate_kbps": self.bitrate_kbps,
-            "frames": self.frames,
-            "dropped_frames": self.dropped_frames,
-            "duplicated_frames": self.duplicated_frames,
-            "restarts": self.restarts,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -29,10 +29,23 @@ class StartOutcome:
     changed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Wish:
+    """What the agent is asked to keep on screen; persisted so that it survives a restart."""
+
+    session_id: str
+    request: StreamRequest
+    ends_at: datetime | None = None
+
+
 @dataclass(slots=True)
 class _Wanted:
     session_id: str
     request: StreamRequest
+    ends_at: datetime | None = None
+
+    def snapshot(self) -> Wish:
+        return Wish(self.session_id, self.request, self.ends_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +63,14 @@ class _Running:
     request: StreamRequest
     session: StreamSession
     streaming: bool = False
+    # What the session said keeps the screen from showing it (see SessionListener.set_waiting).
+    waiting: str | None = None
     # Sessions displaced by this one before it came up; named in its started/replaced event.
     displaced: list[str] = field(default_factory=list)
+
+
+# States in which a session is up and the wish is being served (on screen or waited for).
+_ON_AIR = frozenset({State.STREAMING, State.WAITING})
 
 
 def new_session_id() -> str:
@@ -72,6 +91,7 @@ class Supervisor:
         self._status = Status()
         self.status_changes: Broadcast[Status] = Broadcast()
         self.events: Broadcast[Event] = Broadcast()
+        self.wish_changes: Broadcast[Wish | None] = Broadcast()
         self._wanted: _Wanted | None = None
         self._stop_reason = _StopReason(EventName.STOPPED, "command")
         # An error state stays visible until the next command, not until the next reconcile.
@@ -89,6 +109,10 @@ class Supervisor:
     def status(self) -> Status:
         return self._status
 
+    @property
+    def wish(self) -> Wish | None:
+        return self._wanted.snapshot() if self._wanted is not None else None
+
     def figures(self) -> StreamFigures | None:
         running = self._running
         if running is None or not running.streaming:
@@ -103,6 +127,8 @@ class Supervisor:
             if wanted.request.duration_s != request.duration_s:
                 # Same page, new duration: extend or shorten without touching the stream.
                 wanted.request = request
+                wanted.ends_at = _ends_at(utcnow(), request.duration_s)
+                self._wish_changed()
                 running = self._running
                 if running is not None and running.session_id == wanted.session_id:
                     running.request = request
@@ -110,10 +136,12 @@ class Supervisor:
                         self._schedule_expiry(wanted.session_id, request.duration_s)
                 return StartOutcome(wanted.session_id, changed=True)
             return StartOutcome(wanted.session_id, changed=False)
-        self._wanted = _Wanted(new_session_id(), request)
+        wanted = _Wanted(new_session_id(), request, _ends_at(utcnow(), request.duration_s))
+        self._wanted = wanted
         self._clear_error = True
+        self._wish_changed()
         self._kick()
-        return StartOutcome(self._wanted.session_id, changed=True)
+        return StartOutcome(wanted.session_id, changed=True)
 
     def stop(self, request_id: str | None = None) -> bool:
         changed = (
@@ -132,6 +160,7 @@ class Supervisor:
 
     def _want_nothing(self, reason: _StopReason, *, request_id: str | None = None) -> None:
         self._wanted = None
+        self._wish_changed()
         self._stop_reason = reason
         if request_id is not None and self._status.state is not State.IDLE:
             self._set(request_id=request_id)
@@ -236,14 +265,19 @@ class Supervisor:
         running.streaming = True
         now = utcnow()
         self._set(
-            state=State.STREAMING,
+            state=State.WAITING if running.waiting else State.STREAMING,
+            reason=running.waiting,
             started_at=now,
             ends_at=_ends_at(now, request.duration_s),
             error=None,
         )
         self._schedule_expiry(wanted.session_id, request.duration_s)
         log.info("streaming")
-        if displaced:
+        if request.resumed:
+            self._emit(
+                EventName.RESUMED, wanted.session_id, url=request.url, quality=request.quality
+            )
+        elif displaced:
             self._emit(
                 EventName.REPLACED,
                 wanted.session_id,
@@ -328,7 +362,7 @@ class Supervisor:
             return
         if reason.error is not None:
             self._clear_error = False
-            self._set(state=State.ERROR, error=reason.error, player_state=None)
+            self._set(state=State.ERROR, error=reason.error, player_state=None, reason=None)
             self._emit(
                 EventName.FAILED,
                 running.session_id,
@@ -357,9 +391,10 @@ class Supervisor:
         if self._wanted is wanted:
             # The failed wish is spent: a broker redelivery or restart must not retry it.
             self._wanted = None
+            self._wish_changed()
             self._stop_reason = _StopReason(EventName.STOPPED, "command")
         self._clear_error = False
-        self._set(state=State.ERROR, error=error, player_state=None)
+        self._set(state=State.ERROR, error=error, player_state=None, reason=None)
         self._emit(
             EventName.FAILED, wanted.session_id, url=wanted.request.url, error=error.to_dict()
         )
@@ -377,8 +412,13 @@ class Supervisor:
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(duration_s, self._expire, session_id)
             ends = _ends_at(utcnow(), duration_s)
-            if self._status.session_id == session_id and self._status.state is State.STREAMING:
+            if self._status.session_id == session_id and self._status.state in _ON_AIR:
                 self._set(ends_at=ends)
+            wanted = self._wanted
+            if wanted is not None and wanted.session_id == session_id:
+                # The clock runs from when the stream came up, not from when it was asked for.
+                wanted.ends_at = ends
+                self._wish_changed()
 
     def _cancel_expiry(self) -> None:
         if self._expiry is not None:
@@ -407,6 +447,16 @@ class Supervisor:
     def _emit(self, name: EventName, session_id: str | None, **data: Any) -> None:
         self.events.publish(Event(name, session_id, data))
 
+    def _wish_changed(self) -> None:
+        self.wish_changes.publish(self.wish)
+
+    def _set_waiting(self, running: _Running, reason: str | None) -> None:
+        if running.waiting == reason:
+            return
+        running.waiting = reason
+        if running.streaming:
+            self._set(state=State.WAITING if reason else State.STREAMING, reason=reason)
+
 
 class _Listener:
     """A session's line back to the supervisor; reports from a session no longer running are
@@ -434,6 +484,11 @@ class _Listener:
             device = device or status.device
             if (status.player_state, status.device) != (player_state, device):
                 self._supervisor._set(player_state=player_state, device=device)
+
+    def set_waiting(self, reason: str | None) -> None:
+        running = self._live()
+        if running is not None:
+            self._supervisor._set_waiting(running, reason)
 
     def event(self, name: EventName, **data: Any) -> None:
         running = self._live()

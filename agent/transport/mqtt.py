@@ -8,7 +8,6 @@ ever restored from the broker. Clean session, so a command sent while we were aw
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import ssl
 import time
@@ -27,6 +26,7 @@ from agent.cancellation import reraise_lost_cancel
 from agent.commands import Dispatcher, Response
 from agent.config import MqttSettings, Settings, TlsSettings
 from agent.heartbeat import Heartbeat, info_payload
+from agent.retry import Backoff
 from agent.supervisor.state import Event, Status
 from agent.supervisor.supervisor import Supervisor
 from agent.transport.base import PayloadLike, Publisher, encode
@@ -57,22 +57,6 @@ class MqttExtension(Protocol):
 
     async def run(self, publisher: Publisher) -> None:
         """Lives as long as the adapter, across reconnects; cancelled on close."""
-
-
-class Backoff:
-    """Exponential delays with jitter, so a fleet does not reconnect in lockstep."""
-
-    def __init__(self, min_s: float, max_s: float) -> None:
-        self._min_s, self._max_s = min_s, max(max_s, min_s)
-        self._attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self._max_s, self._min_s * 2**self._attempt)
-        self._attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext | None:

@@ -17,6 +17,7 @@ class RecordingListener:
     titles: list[str | None] = field(default_factory=list)
     player_states: list[str | None] = field(default_factory=list)
     devices: list[str | None] = field(default_factory=list)
+    waiting: list[str | None] = field(default_factory=list)
     events: list[tuple[EventName, dict[str, Any]]] = field(default_factory=list)
     endings: list[tuple[PagecastError | None, str]] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -32,6 +33,10 @@ class RecordingListener:
     def set_player(self, *, player_state: str | None, device: str | None) -> None:
         self.player_states.append(player_state)
         self.devices.append(device)
+        self._changed.set()
+
+    def set_waiting(self, reason: str | None) -> None:
+        self.waiting.append(reason)
         self._changed.set()
 
     def event(self, name: EventName, **data: Any) -> None:
