@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent.errors import ErrorInfo
 from agent.supervisor.state import State, Status, StreamFigures
 
 # A stream is stale once its newest segment is older than this many segment lengths.
@@ -88,6 +89,16 @@ def segment_probe(supervisor: Watched, segment_seconds: float) -> Probe:
         if age > limit:
             return Check("stream", False, f"newest segment {age:.1f} s old (limit {limit:g} s)")
         return Check("stream", True, f"newest segment {age:.1f} s old")
+
+    return check
+
+
+def startup_probe(fault: Callable[[], ErrorInfo | None]) -> Probe:
+    """Fails while a part the agent needs cannot start (agent/startup.py)."""
+
+    def check() -> Check:
+        current = fault()
+        return Check("backend", current is None, current.message if current else "up")
 
     return check
 

@@ -188,14 +188,15 @@ class WishFile:
 
 
 class WishKeeper:
-    """Writes the latest wish off the event loop; a burst of changes costs one or two writes."""
+    """Writes each change of the wish (a dataclass, or None for "nothing") off the event loop.
 
-    def __init__(self, file: WishFile) -> None:
+    ``changes`` is the supervisor's ``wish_changes`` subscription. A burst is coalesced: what
+    queued up while a write ran is written once, with its latest value.
+    """
+
+    def __init__(self, file: WishFile, changes: asyncio.Queue[Any]) -> None:
         self._file = file
-        self._pending: tuple[Any] | None = None  # (JSON data,): a wish to write, None included
-        self._changed = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._changes = changes
         self.writes = 0
 
     @property
@@ -213,27 +214,40 @@ class WishKeeper:
             logger.warning("ignoring the saved wish {}, starting idle: {}", self.path, exc)
         return None
 
-    def keep(self, wish: Any) -> None:
-        """Remember ``wish`` (a dataclass, or None to clear); written soon, latest wins."""
-        self._pending = (to_json(wish),)
-        self._idle.clear()
-        self._changed.set()
+    def forget(self) -> None:
+        """Clear the stored wish (one that is not worth resuming)."""
+        self._changes.put_nowait(None)
 
     async def run(self) -> None:
-        """Write whatever keep() was given, until cancelled."""
-        while True:
-            await self._changed.wait()
-            self._changed.clear()
-            if self._pending is not None:
-                (data,), self._pending = self._pending, None
-                try:
-                    await asyncio.to_thread(self._file.write, data)
-                    self.writes += 1
-                except OSError as exc:
-                    logger.warning("could not save the wish to {}: {}", self.path, exc)
-            if self._pending is None:
-                self._idle.set()
+        """Write every change until cancelled; a write under way and whatever is queued by
+        then still get to the disk, so a clean shutdown loses no change made before it."""
+        try:
+            while True:
+                await self._write(self._latest(await self._changes.get()))
+        finally:
+            if not self._changes.empty():
+                await self._write(self._latest(self._changes.get_nowait()))
 
-    async def flush(self) -> None:
-        """Until everything kept so far is on disk (or failed to get there)."""
-        await self._idle.wait()
+    def _latest(self, value: Any) -> Any:
+        while not self._changes.empty():
+            value = self._changes.get_nowait()
+        return value
+
+    async def _write(self, wish: Any) -> None:
+        writing = asyncio.ensure_future(asyncio.to_thread(self._file.write, to_json(wish)))
+        try:
+            await asyncio.wait([writing])
+        except asyncio.CancelledError:
+            # Let it land first: two writes must never race (an older rename could win).
+            await asyncio.wait([writing])
+            raise
+        finally:
+            self._report(writing)
+
+    def _report(self, writing: asyncio.Future[None]) -> None:
+        if not writing.done() or writing.cancelled():
+            return
+        if writing.exception() is None:
+            self.writes += 1
+        else:
+            logger.warning("could not save the wish to {}: {}", self.path, writing.exception())

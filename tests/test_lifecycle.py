@@ -83,7 +83,9 @@ async def test_command_sent_while_disconnected_is_not_run_later(
 
 
 @pytest.fixture
-def spawn_agent(tmp_path: Path, agent_settings: Callable[..., Settings]) -> Iterator[Spawn]:
+def spawn_agent(
+    tmp_path: Path, state_dir: Path, agent_settings: Callable[..., Settings]
+) -> Iterator[Spawn]:
     """``python tests/support/agent_double.py``: the real agent as a process, the double inside."""
     processes: list[subprocess.Popen[bytes]] = []
 
@@ -105,7 +107,11 @@ def spawn_agent(tmp_path: Path, agent_settings: Callable[..., Settings]) -> Iter
             [sys.executable, str(DOUBLE_AGENT), "--config", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={"PATH": "/usr/bin:/bin", START_DELAY_ENV: "0.05"},
+            env={
+                "PATH": "/usr/bin:/bin",
+                START_DELAY_ENV: "0.05",
+                "PAGECAST_STATE_DIR": str(state_dir),
+            },
         )
         log.close()
         processes.append(process)

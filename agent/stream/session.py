@@ -185,6 +185,8 @@ class PipelineSession:
             dropped_frames=progress.dropped_frames,
             duplicated_frames=progress.duplicated_frames,
             restarts=self._restarts,
+            # Seen by the watcher every _WATCH_INTERVAL_S: no file read here.
+            segment_age_s=round(time.monotonic() - self._progress[1], 1),
         )
 
     # -- pipeline ----------------------------------------------------------------------------
