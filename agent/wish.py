@@ -131,8 +131,7 @@ class WishFile:
 
     def read(self) -> Any:
         """The stored wish as JSON data, None when there is none; WishFileError when the file
-        cannot be read or parsed. Also removes temp files a killed writer left behind."""
-        self._remove_leftovers()
+        cannot be read or parsed."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -148,8 +147,10 @@ class WishFile:
         return document["wish"]
 
     def write(self, wish: Any) -> None:
-        """Replace the stored wish atomically; None removes it."""
+        """Replace the stored wish atomically; None removes it. Not for concurrent use: it
+        also removes the temp files that a writer killed mid-write left behind."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_leftovers()
         if wish is None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
