@@ -42,7 +42,7 @@ from agent.wish import WishFile, WishKeeper
 SHUTDOWN_BUDGET_S = 3.8  # from the signal until the goodbye on MQTT is done
 GOODBYE_BUDGET_S = 1.0  # the end of that budget, kept for the last status and "offline"
 WISH_BUDGET_S = 0.5  # the start of it, for the last change of the wish to reach the disk
-FORCED_EXIT_S = 4.6  # the process ends by then, even if a thread or a child still hangs
+FORCED_EXIT_S = 4.5  # the process ends by then, even if a thread or a child still hangs
 # A resumed wish waits this long for MQTT so that ``resumed`` is seen; not longer: a screen
 # must come back after a power cut even while the broker is still down.
 RESUME_WAITS_FOR_MQTT_S = 5.0
@@ -57,7 +57,11 @@ def _force_exit() -> None:
 
 @contextmanager
 def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set ``stop`` and arm the watchdog that ends an overrunning shutdown."""
+    """SIGTERM/SIGINT set ``stop`` and arm the watchdog that ends an overrunning shutdown.
+
+    The watchdog stays armed after this block: the exit itself (worker threads blocked in a
+    device call, the interpreter's teardown) must be within the bound too.
+    """
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     watchdog = threading.Timer(FORCED_EXIT_S, _force_exit)
@@ -73,7 +77,6 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     try:
         yield
     finally:
-        watchdog.cancel()
         for sig in signals:
             loop.remove_signal_handler(sig)
 
@@ -104,6 +107,8 @@ async def _wire(
             backend = keeper.backend
             extensions.append(SnapshotPublisher(backend.snapshots, backend.latest_snapshot))
     supervisor = Supervisor(session_factory)
+    if keeper is not None:
+        keeper.show_fault = supervisor.set_fault
     dispatcher = Dispatcher(supervisor, settings)
     transport = MqttTransport(settings, supervisor, dispatcher, extensions=extensions)
     changes = stack.enter_context(supervisor.wish_changes.subscribe())

@@ -130,6 +130,9 @@ class FakeCastDevice:
         self.launches: list[str] = []
         self.stops: list[str] = []  # "app" or "media", as senders asked
         self.answer_pings = True
+        # False: receiver and media requests (LAUNCH, LOAD, STOP...) go unanswered, like a TV
+        # that hangs; the connection and its pings stay up.
+        self.answer_requests = True
         self.player_history: list[tuple[str, str | None]] = []  # (state, idle reason)
         self.accepted = 0  # TLS connections accepted: tells reuse from reconnects
         self.app: App | None = None
@@ -307,6 +310,8 @@ class FakeCastDevice:
                 connection.send(
                     frame.destination_id, frame.source_id, NS_HEARTBEAT, {"type": "PONG"}
                 )
+        elif not self.answer_requests:
+            return
         elif frame.namespace == NS_RECEIVER:
             self._spawn(self._on_receiver(connection, frame))
         elif frame.namespace == NS_MEDIA:
