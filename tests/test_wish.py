@@ -19,7 +19,7 @@ from loguru import logger
 from support.mqtt import probe
 from support.wish_writer import wish_number
 
-from agent.config import Settings
+from agent.config import Settings, default_state_dir
 from agent.supervisor.session import StreamRequest
 from agent.supervisor.state import utcnow
 from agent.supervisor.supervisor import Wish
@@ -294,3 +294,12 @@ async def test_a_corrupt_file_starts_the_agent_idle(
         response = await client.command(root, "start", "http://a/after")
         assert response["ok"]
     assert [w for w in warnings if "saved wish" in w] != []
+
+
+def test_the_default_state_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", "/srv/state")
+    assert default_state_dir() == Path("/srv/state/pagecast")
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")  # the spec: absolute paths only
+    assert default_state_dir() == Path.home() / ".local" / "state" / "pagecast"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert default_state_dir() == Path.home() / ".local" / "state" / "pagecast"
