@@ -76,6 +76,10 @@ def from_json(kind: Any, data: Any) -> Any:
     if origin is dict and isinstance(data, dict):
         value_kind = (typing.get_args(kind) or (Any, Any))[1]
         return {k: from_json(value_kind, v) for k, v in data.items()}
+    return _from_scalar(kind, data)
+
+
+def _from_scalar(kind: Any, data: Any) -> Any:
     if kind is datetime and isinstance(data, str):
         try:
             return datetime.fromisoformat(data)
