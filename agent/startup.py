@@ -22,12 +22,20 @@ from agent.supervisor.state import StreamFigures
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 60.0
 _MESSAGE_LIMIT = 200
+# What Playwright says when its Node.js driver dies at once; the reason went to stderr only.
+_DRIVER_GONE = "Connection closed while reading from the driver"
+_DRIVER_HINT = (
+    "Playwright's driver (Node.js) exited at start-up; a missing system library such as "
+    "libatomic1? Its own error is in the log"
+)
 
 
 def describe_fault(what: str, exc: BaseException) -> ErrorInfo:
     """One line for ``status.error``: Playwright's and Chromium's messages run to pages."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     first = lines[0] if lines else exc.__class__.__name__
+    if first.startswith(_DRIVER_GONE):
+        first = _DRIVER_HINT
     if len(first) > _MESSAGE_LIMIT:
         first = first[: _MESSAGE_LIMIT - 1] + "…"
     return ErrorInfo(ErrorCode.PIPELINE_FAILED, f"{what} cannot start: {first}")

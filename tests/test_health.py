@@ -8,9 +8,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import playwright
 import pytest
 from support.agent import real_agent
 from support.mqtt import Mosquitto, free_port
@@ -188,3 +190,38 @@ async def test_a_backend_that_cannot_start_is_shown_on_mqtt_and_retried(
             )
     finally:
         blocker.close()
+
+
+async def test_a_playwright_driver_that_dies_at_start_is_said_and_retried(
+    mosquitto: Mosquitto,
+    backend_settings: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11's crash loop: Node.js cannot load libatomic. The agent stays online, says so,
+    and comes up by itself once the library is there (here: from the third attempt on)."""
+    counter = tmp_path / "attempts"
+    counter.write_text("0")
+    node = Path(playwright.__file__).parent / "driver" / "node"
+    fake = tmp_path / "node"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'n=$(cat "{counter}"); echo $((n + 1)) > "{counter}"\n'
+        '[ "$n" -lt 2 ] && { echo "node: error while loading shared libraries: '
+        'libatomic.so.1: cannot open shared object file" >&2; exit 127; }\n'
+        f'exec "{node}" "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PLAYWRIGHT_NODEJS_PATH", str(fake))
+    settings = backend_settings()
+    root = settings.topic_root
+    async with real_agent(settings) as client:
+        status = await client.wait_json(f"{root}/status", lambda s: s["state"] == "error")
+        message = status["error"]["message"]
+        assert message.startswith("the stream backend cannot start: Playwright's driver"), message
+        assert "libatomic1" in message
+        since = client.mark()
+        await client.wait_json(
+            f"{root}/status", lambda s: s["state"] == "idle", since=since, within=20
+        )
+        assert int(counter.read_text()) == 3
