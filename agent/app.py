@@ -120,12 +120,23 @@ async def _wire(
         ]
     )
     if keeper is not None:
-        health.add(startup_probe(lambda: keeper.fault if keeper else None))
-        web = keeper.backend.web
-        if settings.api.enabled:
-            web.add_routes(WebhookApi(settings.api, dispatcher, supervisor).routes())
-        web.set_health_source(health.report)
+        _serve_http(settings, keeper, health, dispatcher, supervisor)
     return _Agent(settings, supervisor, transport, wishes, health, keeper)
+
+
+def _serve_http(
+    settings: Settings,
+    keeper: BackendKeeper,
+    health: Health,
+    dispatcher: Dispatcher,
+    supervisor: Supervisor,
+) -> None:
+    """Routes on the backend's HTTP server, before it starts: /healthz, the webhook."""
+    health.add(startup_probe(lambda: keeper.fault))
+    web = keeper.backend.web
+    if settings.api.enabled:
+        web.add_routes(WebhookApi(settings.api, dispatcher, supervisor).routes())
+    web.set_health_source(health.report)
 
 
 async def _bring_up_backend(agent: _Agent) -> None:
@@ -148,16 +159,18 @@ async def _resume(agent: _Agent) -> None:
     if wish.ends_at is not None:
         remaining = (wish.ends_at - utcnow()).total_seconds()
         if remaining <= 0:
-            logger.info("the saved wish for {} ended while we were away", wish.request.url)
+            logger.info("the saved wish (session {}) ended while we were away", wish.session_id)
             agent.wishes.forget()
             return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(agent.transport.online.wait(), RESUME_WAITS_FOR_MQTT_S)
     if agent.supervisor.wish is not None:
         return  # a start command arrived meanwhile: it is newer
-    logger.info("resuming {} ({})", wish.request.url, wish.request.quality)
     request = replace(wish.request, resumed=True, force=False, duration_s=remaining)
-    agent.supervisor.start(request)
+    outcome = agent.supervisor.start(request)
+    logger.bind(session_id=outcome.session_id, url=request.url, quality=request.quality).info(
+        "resuming the saved wish"
+    )
 
 
 async def run_agent(

@@ -84,17 +84,18 @@ def _from_scalar(kind: Any, data: Any) -> Any:
         try:
             return datetime.fromisoformat(data)
         except ValueError as exc:
-            raise WishFileError(f"not a time: {data!r}") from exc
+            raise WishFileError("a time that is not ISO 8601") from exc
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         try:
             return kind(data)
         except ValueError as exc:
-            raise WishFileError(f"unknown {kind.__name__}: {data!r}") from exc
+            raise WishFileError(f"not a {kind.__name__}") from exc
     if kind is float and isinstance(data, int | float) and not isinstance(data, bool):
         return float(data)
     if isinstance(kind, type) and isinstance(data, kind):
         return data
-    raise WishFileError(f"expected {getattr(kind, '__name__', kind)}, found {data!r}")
+    # Names types, never values: a URL may carry a password.
+    raise WishFileError(f"expected {getattr(kind, '__name__', kind)}, found {type(data).__name__}")
 
 
 def _from_union(options: tuple[Any, ...], data: Any) -> Any:
@@ -105,12 +106,12 @@ def _from_union(options: tuple[Any, ...], data: Any) -> Any:
             continue
         with contextlib.suppress(WishFileError):
             return from_json(option, data)
-    raise WishFileError(f"{data!r} fits none of {options}")
+    raise WishFileError(f"a {type(data).__name__} that fits none of {options}")
 
 
 def _from_dataclass(kind: type[T], data: Any) -> T:
     if not isinstance(data, dict):
-        raise WishFileError(f"expected an object for {kind.__name__}, found {data!r}")
+        raise WishFileError(f"expected an object for {kind.__name__}, found {type(data).__name__}")
     hints = typing.get_type_hints(kind)
     values: dict[str, Any] = {}
     for field in dataclasses.fields(kind):  # type: ignore[arg-type]
