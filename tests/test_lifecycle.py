@@ -65,6 +65,9 @@ async def test_command_sent_while_disconnected_is_not_run_later(
             probe(mosquitto.port, f"{root}/#") as client,
             start_agent(settings) as agent,
         ):
+            # start_agent saw "online" through its own client; this one may not have yet, and
+            # would then take that first "online" for the one after the cut.
+            await client.wait_for(f"{root}/availability", lambda m: m.payload == b"online")
             since = client.mark()
             link.cut()
             # An unclean loss: the broker publishes the will for us.

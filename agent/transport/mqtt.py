@@ -287,7 +287,7 @@ class MqttTransport:
         await client.publish(self._topics.info, encode(info), qos=1, retain=True)
 
     async def _publish_heartbeat(self, client: aiomqtt.Client) -> None:
-        beat = await self._heartbeat.payload(mqtt_reconnects=self.reconnects)
+        beat = self._heartbeat.payload(mqtt_reconnects=self.reconnects)
         await client.publish(self._topics.heartbeat, encode(beat), qos=0, retain=True)
 
     async def _forward(
@@ -329,6 +329,7 @@ class MqttTransport:
     async def _beat(self, client: aiomqtt.Client) -> None:
         while True:
             await asyncio.sleep(self._mqtt.heartbeat_interval)
+            await self._heartbeat.measure()
             await self._publish_heartbeat(client)
             reraise_lost_cancel()
 
