@@ -4,7 +4,9 @@ the whole of it runs as a process in tests/test_restart.py."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+from support.procs import descendants
 from test_supervisor import Harness, harness, req  # noqa: F401  (fixture re-used)
 
 from agent.errors import ErrorCode, ErrorInfo, PagecastError
@@ -49,14 +51,32 @@ async def test_a_shutdown_in_time_says_so(harness: Harness) -> None:  # noqa: F8
     assert harness.supervisor.status.state is State.IDLE
 
 
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 async def test_children_left_at_the_deadline_are_killed_with_their_group() -> None:
     # The child starts a grandchild in its own process group: both must go.
     child = await ChildProcess.spawn("stubborn", ["sh", "-c", "trap '' TERM; sleep 60 & wait"])
     try:
+        for _ in range(100):  # until the shell has forked its sleep
+            grandchildren = [p.pid for p in descendants(child.pid)]
+            if grandchildren:
+                break
+            await asyncio.sleep(0.02)
+        assert grandchildren
         assert "stubborn" in kill_all_children()
-        assert await asyncio.wait_for(child.wait(), 5) == -9
     finally:
-        await child.stop()
+        await child.stop(grace_s=0)  # reaps; it is gone already
+    assert child.returncode == -9
+    for _ in range(100):  # the grandchild is another parent's to reap now
+        if not [pid for pid in grandchildren if _running(pid)]:
+            break
+        await asyncio.sleep(0.02)
+    assert not [pid for pid in grandchildren if _running(pid)], "the grandchild lives"
     assert "stubborn" not in kill_all_children(), "a reaped child is forgotten"
 
 
