@@ -80,6 +80,10 @@ def from_json(kind: Any, data: Any) -> Any:
 
 
 def _from_scalar(kind: Any, data: Any) -> Any:
+    if typing.get_origin(kind) is typing.Literal:
+        if data in typing.get_args(kind):
+            return data
+        raise WishFileError("not one of the allowed values")
     if kind is datetime and isinstance(data, str):
         try:
             return datetime.fromisoformat(data)

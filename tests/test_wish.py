@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from conftest import StartAgent
@@ -58,6 +59,25 @@ def test_unknown_keys_are_ignored_and_missing_ones_defaulted() -> None:
     }
     wish = from_json(Wish, data)
     assert wish == Wish("s1", StreamRequest("http://a/", "720p"), None)
+
+
+@dataclass(frozen=True)
+class _Later:
+    """Field types a later feature may add to the wish."""
+
+    mode: Literal["rotate", "once"] = "once"
+    urls: tuple[str, ...] = ()
+    every_s: float | None = None
+    at: datetime | None = None
+    revert_to: StreamRequest | None = None
+
+
+def test_later_field_types_round_trip() -> None:
+    later = _Later("rotate", ("http://a/", "http://b/"), 30, datetime(2030, 1, 1, tzinfo=UTC))
+    later = replace(later, revert_to=StreamRequest("http://base/", "720p"))
+    assert from_json(_Later, json.loads(json.dumps(to_json(later)))) == later
+    with pytest.raises(WishFileError):
+        from_json(_Later, {"mode": "sometimes"})
 
 
 @pytest.mark.parametrize(
