@@ -213,8 +213,9 @@ class Casting:
             return True
 
     def _on_screen(self, device: CastDevice, reason: str, lost_at: float) -> None:
-        self._listener.set_waiting(None)
-        self._waiting_since = None
+        if self._waiting_since is not None:
+            self._listener.set_waiting(None)
+            self._waiting_since = None
         after_s = round(time.monotonic() - lost_at, 1)
         logger.info("{} shows the stream again after {} s ({})", device.name, after_s, reason)
         self._listener.event(
