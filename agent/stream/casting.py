@@ -111,6 +111,7 @@ class Casting:
         instead of failing, then cast; ``stream_url`` gives the URL as the device's host sees
         it."""
         self._title = title
+        self._wait(None, "device_away")  # before the start returns: it starts out waiting
         task = asyncio.create_task(self._await_device(resolve, stream_url), name="cast-await")
         self._tasks.append(task)
 
@@ -321,7 +322,6 @@ class Casting:
 
     async def _await_device(self, resolve: Resolve, stream_url: Callable[[str], str]) -> None:
         lost_at = time.monotonic()
-        self._wait(None, "device_away")
         probe = Backoff(PROBE_MIN_S, PROBE_MAX_S)
         while True:
             try:
