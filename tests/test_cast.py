@@ -357,3 +357,18 @@ async def test_discover_command_lists_devices(fake_tv: FakeCastDevice, tmp_path:
     assert [row.split("  ") for row in rows] == [
         ["Fake TV", "Chromecast", fake_tv.host, "8009", str(fake_tv.uuid)]
     ]
+
+
+async def test_an_announcement_reconnects_a_lost_device_at_once(
+    fake_tv: FakeCastDevice, live_hls: LiveHlsServer
+) -> None:
+    async with ChromecastManager(settings(device="Fake TV", known_hosts=[fake_tv.host])) as cm:
+        device = await playing(cm, live_hls)
+        [info] = cm._discovery.devices()
+        await fake_tv.go_away()
+        # Away 8 s: pychromecast's doubling retry delay has grown to 8 s by then.
+        await asyncio.sleep(8)
+        await fake_tv.come_back()
+        cm._discovery._add(info)  # what zeroconf reports when the device announces itself
+        assert await device.wait_connected(3)
+        await device.stop()

@@ -147,6 +147,9 @@ class CastConnection:
         self._generation = 0
         self._link_up = False
         self._connected = asyncio.Event()
+        # A probe of the recovery and an mDNS announcement may ask for a fresh connection at
+        # the same moment: one pychromecast object at a time.
+        self._restarting = asyncio.Lock()
         self.receiver: ReceiverChanged | None = None
         self.media: MediaChanged | None = None
 
@@ -284,8 +287,9 @@ class CastConnection:
     async def restart(self) -> None:
         """A fresh connection. pychromecast's own retry delay doubles up to 5 minutes while a
         device is away; a new start or a long recovery should not wait that out."""
-        await self._stop_cast()
-        await self.open()
+        async with self._restarting:
+            await self._stop_cast()
+            await self.open()
 
     async def close(self) -> None:
         await self._stop_cast()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -42,9 +43,17 @@ class Discovery:
     """One long-lived browser: devices found once stay known, and the zeroconf instance that
     mDNS-found connections resolve through lives as long as the manager."""
 
-    def __init__(self, known_hosts: list[str], *, mdns: bool = True) -> None:
+    def __init__(
+        self,
+        known_hosts: list[str],
+        *,
+        mdns: bool = True,
+        on_seen: Callable[[CastInfo], None] | None = None,
+    ) -> None:
         self._known_hosts = known_hosts
         self._mdns = mdns
+        # Told of every announcement (mDNS) or answer (known_hosts), on the event loop.
+        self._on_seen = on_seen
         self._browser: CastBrowser | None = None
         self._zconf: Zeroconf | None = None
         self._found: dict[UUID, CastInfo] = {}
@@ -92,6 +101,8 @@ class Discovery:
     def _add(self, info: CastInfo) -> None:
         self._found[info.uuid] = info
         self._changed.set()
+        if self._on_seen is not None:
+            self._on_seen(info)
 
     def devices(self) -> list[CastInfo]:
         return sorted(self._found.values(), key=lambda i: (i.friendly_name or "", i.host))

@@ -187,7 +187,7 @@ class Casting:
 
     async def _recover(self, device: CastDevice, trouble: str, lost_at: float) -> bool:
         """Back on screen (True), or the session ended (False)."""
-        recast = Backoff(RECAST_MIN_S, RECAST_MAX_S)
+        first, recast = trouble, Backoff(RECAST_MIN_S, RECAST_MAX_S)
         while True:
             if trouble == AWAY and not await self._until_back(device, lost_at):
                 return False
@@ -203,6 +203,11 @@ class Casting:
             try:
                 await self._show_again(device)
             except PagecastError as exc:
+                remaining = self._remaining(lost_at)
+                if remaining is not None and remaining <= 0:
+                    logger.warning("giving up on {}: {}", device.name, exc.message)
+                    self._listener.ended(exc, "cast_failed")
+                    return False
                 delay = recast.next()
                 logger.warning(
                     "casting to {} again failed ({}); retry in {:.0f} s", device.name, exc, delay
@@ -210,7 +215,7 @@ class Casting:
                 await asyncio.sleep(delay)
                 trouble = judge(device.facts) or IDLE
                 continue
-            self._on_screen(device, trouble, lost_at)
+            self._on_screen(device, first, lost_at)
             return True
 
     def _on_screen(self, device: CastDevice, reason: str, lost_at: float) -> None:
