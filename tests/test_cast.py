@@ -372,3 +372,30 @@ async def test_an_announcement_reconnects_a_lost_device_at_once(
         cm._discovery._add(info)  # what zeroconf reports when the device announces itself
         assert await device.wait_connected(3)
         await device.stop()
+
+
+async def test_volume_is_set_and_reported_as_the_device_says(
+    manager: ChromecastManager, fake_tv: FakeCastDevice, live_hls: LiveHlsServer
+) -> None:
+    device = await playing(manager, live_hls)
+    await device.set_volume(0.3, None)
+    facts = await facts_until(device, lambda f: f.volume == pytest.approx(0.3), within_s=5)
+    assert facts.muted is False
+    await device.set_volume(None, True)
+    await facts_until(device, lambda f: f.muted is True, within_s=5)
+    assert fake_tv.volume_requests == [{"level": 0.3}, {"muted": True}]
+    # Changed on the device itself (its remote, another sender): reported too.
+    fake_tv.press_volume(level=0.8, muted=False)
+    await facts_until(device, lambda f: (f.volume, f.muted) == (0.8, False), within_s=5)
+    await device.stop()
+
+
+async def test_volume_on_an_away_device_is_unreachable(
+    manager: ChromecastManager, fake_tv: FakeCastDevice, live_hls: LiveHlsServer
+) -> None:
+    device = await playing(manager, live_hls)
+    await fake_tv.go_away()
+    await facts_until(device, lambda f: not f.connected, within_s=5)
+    with pytest.raises(PagecastError) as caught:
+        await device.set_volume(0.5, None)
+    assert caught.value.code is ErrorCode.DEVICE_UNREACHABLE
