@@ -93,6 +93,7 @@ class Casting:
         self._title = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._parker: asyncio.Task[None] | None = None
+        self._parking_now = False  # a park under way is finished, never cut in half
         self._waiting_since: float | None = None
 
     # -- the session's calls -----------------------------------------------------------------
@@ -299,17 +300,22 @@ class Casting:
         after_s = self._settings.park_after_s
         await asyncio.sleep(self._waiting_since + after_s - time.monotonic())
         logger.info("the screen has not shown the stream for {:g} s: parking", after_s)
+        self._parking_now = True
         try:
             await self._parking.park()
         except Exception as exc:  # the pipeline's own watch heals what parking broke
             logger.warning("parking failed: {}", exc)
+        finally:
+            self._parking_now = False
 
     async def _cancel_parking(self) -> None:
         parker, self._parker = self._parker, None
-        if parker is not None and not parker.done():
+        if parker is None:
+            return
+        if not self._parking_now:
             parker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await parker
+        with contextlib.suppress(asyncio.CancelledError):
+            await parker
 
     def _remaining(self, lost_at: float) -> float | None:
         timeout = self._settings.recover_timeout
