@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from loguru import logger
 
@@ -105,7 +106,7 @@ class Casting:
         logger.info("casting to {}", device.name)
         self._follow(device)
         await device.show(stream_url, title)
-        self._tasks.append(asyncio.create_task(self._keep(device), name="cast-keep"))
+        self._spawn(self._keep(device), "cast-keep")
 
     def await_device(self, resolve: Resolve, stream_url: Callable[[str], str], title: str) -> None:
         """A resumed wish whose device is not reachable now: wait for it (``device_away``)
@@ -113,8 +114,7 @@ class Casting:
         it."""
         self._title = title
         self._wait(None, "device_away")  # before the start returns: it starts out waiting
-        task = asyncio.create_task(self._await_device(resolve, stream_url), name="cast-await")
-        self._tasks.append(task)
+        self._spawn(self._await_device(resolve, stream_url), "cast-await")
 
     async def stop(self, *, handover: bool, deadline: float | None = None) -> None:
         """Close our receiver (within ``deadline``, event loop time), or with ``handover``
@@ -149,7 +149,19 @@ class Casting:
     def _follow(self, device: CastDevice) -> None:
         """Report the device's player state and name to the status on every change."""
         self._report(device.facts)
-        self._tasks.append(asyncio.create_task(self._reporting(device), name="cast-report"))
+        self._spawn(self._reporting(device), "cast-report")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(self._guarded(work), name=name))
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        """A bug in the policy ends the session loudly instead of leaving the screen unwatched."""
+        try:
+            await work
+        except Exception as exc:
+            logger.opt(exception=exc).error("keeping the stream on screen failed")
+            error = PagecastError(ErrorCode.INTERNAL, f"cast policy failed: {exc!r}")
+            self._listener.ended(error, "internal")
 
     async def _reporting(self, device: CastDevice) -> None:
         with device.facts_changes.subscribe() as changes:
