@@ -96,6 +96,7 @@ class Casting:
         self._parker: asyncio.Task[None] | None = None
         self._parking_now = False  # a park under way is finished, never cut in half
         self._waiting_since: float | None = None
+        self._stopped = False
 
     # -- the session's calls -----------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class Casting:
         logger.info("casting to {}", device.name)
         self._follow(device)
         await device.show(stream_url, title)
-        self._spawn(self._keep(device), "cast-keep")
+        self._spawn(lambda: self._keep(device), "cast-keep")
 
     def await_device(self, resolve: Resolve, stream_url: Callable[[str], str], title: str) -> None:
         """A resumed wish whose device is not reachable now: wait for it (``device_away``)
@@ -114,12 +115,13 @@ class Casting:
         it."""
         self._title = title
         self._wait(None, "device_away")  # before the start returns: it starts out waiting
-        self._spawn(self._await_device(resolve, stream_url), "cast-await")
+        self._spawn(lambda: self._await_device(resolve, stream_url), "cast-await")
 
     async def stop(self, *, handover: bool, deadline: float | None = None) -> None:
         """Close our receiver (within ``deadline``, event loop time), or with ``handover``
         keep it running for the next session's LOAD (same device: the TV does not flash its
         idle screen between two streams)."""
+        self._stopped = True
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -149,15 +151,16 @@ class Casting:
     def _follow(self, device: CastDevice) -> None:
         """Report the device's player state and name to the status on every change."""
         self._report(device.facts)
-        self._spawn(self._reporting(device), "cast-report")
+        self._spawn(lambda: self._reporting(device), "cast-report")
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(self._guarded(work), name=name))
+    def _spawn(self, work: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        if not self._stopped:
+            self._tasks.append(asyncio.create_task(self._guarded(work), name=name))
 
-    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+    async def _guarded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """A bug in the policy ends the session loudly instead of leaving the screen unwatched."""
         try:
-            await work
+            await work()
         except Exception as exc:
             logger.opt(exception=exc).error("keeping the stream on screen failed")
             error = PagecastError(ErrorCode.INTERNAL, f"cast policy failed: {exc!r}")
