@@ -367,3 +367,33 @@ async def test_a_resumed_start_waits_for_its_device() -> None:
     assert device.facts.content_id == "http://near-192.0.2.10/stream"
     assert pipeline.calls == ["park", "unpark"]
     assert len(attempts) == 3
+
+
+async def test_a_resumed_start_does_not_cast_over_another_app() -> None:
+    device, listener, pipeline = DoubleDevice(), RecordingListener(), Pipeline()
+    device.set(DeviceFacts(connected=True, app_id=YOUTUBE))
+    cast_settings = settings(resume_after_s=0.5, park_after_s=60)
+    casting = Casting(device, listener, cast_settings, Parking(pipeline.park, pipeline.unpark))
+    try:
+        await casting.show("http://agent/stream", "page", resumed=True)
+        assert listener.waiting == ["taken_over"]
+        await asyncio.sleep(1)
+        assert device.shows == []  # YouTube runs: not cast over it
+        device.set(DeviceFacts(connected=True, app_id="E8C28D3C", idle_screen=True))
+        await listener.wait_until(lambda: listener.named(EventName.RECOVERED), within_s=5)
+        assert len(device.shows) == 1
+        assert listener.waiting == ["taken_over", None]
+    finally:
+        await casting.stop(handover=False)
+
+
+async def test_a_start_command_casts_over_another_app() -> None:
+    device, listener, pipeline = DoubleDevice(), RecordingListener(), Pipeline()
+    device.set(DeviceFacts(connected=True, app_id=YOUTUBE))
+    casting = Casting(device, listener, settings(), Parking(pipeline.park, pipeline.unpark))
+    try:
+        await casting.show("http://agent/stream", "page")  # someone asked for it just now
+        assert len(device.shows) == 1
+        assert listener.waiting == []
+    finally:
+        await casting.stop(handover=False)

@@ -68,6 +68,11 @@ def judge(facts: DeviceFacts) -> str | None:
     return None
 
 
+def _other_app(facts: DeviceFacts) -> bool:
+    """Another app than ours runs (YouTube, a timer): not the idle screen, not our receiver."""
+    return facts.connected and not facts.idle_screen and facts.app_id != MEDIA_RECEIVER_APP_ID
+
+
 @dataclass(frozen=True, slots=True)
 class Parking:
     """The session's pipeline, parked while the screen cannot show it."""
@@ -95,19 +100,33 @@ class Casting:
         self._tasks: list[asyncio.Task[None]] = []
         self._parker: asyncio.Task[None] | None = None
         self._parking_now = False  # a park under way is finished, never cut in half
+        # Since when, and why, the screen has not shown the stream (None: it does).
         self._waiting_since: float | None = None
+        self._waiting_for: str | None = None
         self._stopped = False
 
     # -- the session's calls -----------------------------------------------------------------
 
-    async def show(self, stream_url: str, title: str) -> None:
-        """Cast the stream (raises CAST_FAILED / DEVICE_UNREACHABLE), then keep it on screen."""
+    async def show(self, stream_url: str, title: str, *, resumed: bool = False) -> None:
+        """Cast the stream (raises CAST_FAILED / DEVICE_UNREACHABLE), then keep it on screen.
+
+        A ``resumed`` wish (nobody asked just now) does not cast over another app that runs
+        when it starts: with ``on_takeover: resume`` it waits for it like for a takeover."""
         device = self._device()
         self._stream_url, self._title = stream_url, title
-        logger.info("casting to {}", device.name)
         self._follow(device)
+        if resumed and self._settings.on_takeover == "resume" and _other_app(device.facts):
+            logger.info("{} shows another app: casting once it is done", device.name)
+            self._wait(device, TAKEN_OVER)
+            self._spawn(lambda: self._resume_then_keep(device), "cast-keep")
+            return
+        logger.info("casting to {}", device.name)
         await device.show(stream_url, title)
         self._spawn(lambda: self._keep(device), "cast-keep")
+
+    async def _resume_then_keep(self, device: CastDevice) -> None:
+        if await self._recover(device, TAKEN_OVER, time.monotonic()):
+            await self._keep(device)
 
     def await_device(self, resolve: Resolve, stream_url: Callable[[str], str], title: str) -> None:
         """A resumed wish whose device is not reachable now: wait for it (``device_away``)
@@ -237,7 +256,7 @@ class Casting:
     def _on_screen(self, device: CastDevice, reason: str, lost_at: float) -> None:
         if self._waiting_since is not None:
             self._listener.set_waiting(None)
-            self._waiting_since = None
+            self._waiting_since = self._waiting_for = None
         after_s = round(time.monotonic() - lost_at, 1)
         logger.info("{} shows the stream again after {} s ({})", device.name, after_s, reason)
         self._listener.event(
@@ -303,8 +322,11 @@ class Casting:
     # -- waiting, parking, giving up ---------------------------------------------------------
 
     def _wait(self, device: CastDevice | None, reason: str) -> None:
-        logger.info("waiting for {}: {}", device.name if device else "the Cast device", reason)
-        self._listener.set_waiting(reason)
+        if reason != self._waiting_for:
+            name = device.name if device else "the Cast device"
+            logger.info("waiting for {}: {}", name, reason)
+            self._waiting_for = reason
+            self._listener.set_waiting(reason)
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
         if self._parker is None:

@@ -102,7 +102,7 @@ class PipelineSession:
                 resolve = functools.partial(self._parts.cast.resolve, self._request.device)
                 self._casting.await_device(resolve, self._publication.url, title)
                 return
-            await self._casting.show(stream_url, title)
+            await self._casting.show(stream_url, title, resumed=self._request.resumed)
 
     def _cast_to(self, device: CastDevice | None) -> Casting:
         parking = Parking(park=self._pipeline.park, unpark=self._pipeline.unpark)
