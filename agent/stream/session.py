@@ -17,6 +17,7 @@ from loguru import logger
 
 from agent.cast.base import CastDevice, CastManager
 from agent.errors import ErrorCode, PagecastError
+from agent.redact import redact_url
 from agent.retry import Backoff
 from agent.stream.casting import Casting, Parking
 from agent.stream.pipeline import Pipeline, PipelineParts
@@ -96,7 +97,8 @@ class PipelineSession:
                 return
             self._casting = self._cast_to(device)
             await self._pipeline.wait_for_segments(_SEGMENTS_BEFORE_CAST)
-            title = await self._pipeline.title() or self._request.url
+            # The TV shows the title: a URL standing in for it must not show its password.
+            title = await self._pipeline.title() or redact_url(self._request.url)
             if device is None:
                 # A resumed wish: nobody waits for an answer, so the device is waited for.
                 resolve = functools.partial(self._parts.cast.resolve, self._request.device)
