@@ -397,3 +397,40 @@ async def test_a_start_command_casts_over_another_app() -> None:
         assert listener.waiting == []
     finally:
         await casting.stop(handover=False)
+
+
+async def test_another_senders_media_ending_in_the_media_receiver_is_idle() -> None:
+    device, listener, pipeline = DoubleDevice(), RecordingListener(), Pipeline()
+    casting = Casting(
+        device, listener, settings(resume_after_s=0.5), Parking(pipeline.park, pipeline.unpark)
+    )
+    await casting.show("http://agent/stream", "page")
+    try:
+        theirs = replace(OURS, ours=False, content_id="http://phone/movie.mp4")
+        device.set(theirs)
+        await listener.wait_until(lambda: listener.waiting == ["taken_over"], within_s=5)
+        await asyncio.sleep(1)
+        assert len(device.shows) == 1  # their movie plays: never cast over it
+        device.set(replace(theirs, player_state="IDLE", idle_reason="FINISHED"))
+        await listener.wait_until(lambda: listener.named(EventName.RECOVERED), within_s=5)
+        assert len(device.shows) == 2
+    finally:
+        await casting.stop(handover=False)
+
+
+async def test_our_media_stopped_by_another_sender_waits_for_the_idle_screen() -> None:
+    device, listener, pipeline = DoubleDevice(), RecordingListener(), Pipeline()
+    casting = Casting(
+        device, listener, settings(resume_after_s=0.5), Parking(pipeline.park, pipeline.unpark)
+    )
+    await casting.show("http://agent/stream", "page")
+    try:
+        device.set(replace(device.facts, player_state="IDLE", idle_reason="CANCELLED"))
+        await listener.wait_until(lambda: listener.waiting == ["taken_over"], within_s=5)
+        await asyncio.sleep(1.5)
+        assert len(device.shows) == 1  # someone asked our stream off: not straight back
+        device.set(DeviceFacts(connected=True, app_id="E8C28D3C", idle_screen=True))
+        await listener.wait_until(lambda: listener.named(EventName.RECOVERED), within_s=5)
+        assert len(device.shows) == 2
+    finally:
+        await casting.stop(handover=False)

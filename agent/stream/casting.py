@@ -73,6 +73,15 @@ def _other_app(facts: DeviceFacts) -> bool:
     return facts.connected and not facts.idle_screen and facts.app_id != MEDIA_RECEIVER_APP_ID
 
 
+def _their_media_ended(facts: DeviceFacts) -> bool:
+    """The media receiver shows its idle splash: another sender's media ended (or is gone).
+
+    Our own media stopped by another sender is not counted (``ours``): that person asked our
+    stream off the screen, and only the device going back to its idle screen outlives that."""
+    ended = facts.player_state in (None, "IDLE")
+    return facts.app_id == MEDIA_RECEIVER_APP_ID and not facts.ours and ended
+
+
 @dataclass(frozen=True, slots=True)
 class Parking:
     """The session's pipeline, parked while the screen cannot show it."""
@@ -293,9 +302,10 @@ class Casting:
         return True
 
     async def _outlive(self, device: CastDevice) -> str | None:
-        """Step aside until the device has shown its idle screen for ``resume_after_s``.
+        """Step aside until the device has been idle for ``resume_after_s``: its idle screen,
+        or the media receiver left with another sender's media ended (or none).
 
-        Never casts while the other app runs. None: time to cast again; otherwise the new
+        Never casts while the other app or media runs. None: time to cast again; otherwise the new
         trouble (the device went away meanwhile).
         """
         self._wait(device, "taken_over")
@@ -308,7 +318,7 @@ class Casting:
                 if judge(facts) is None:
                     return None  # ours again (someone cast our stream back)
                 timeout: float | None = None
-                if facts.idle_screen:
+                if facts.idle_screen or _their_media_ended(facts):
                     idle_since = idle_since or time.monotonic()
                     timeout = idle_since + self._settings.resume_after_s - time.monotonic()
                     if timeout <= 0:
