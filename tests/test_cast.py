@@ -141,6 +141,9 @@ async def test_stop_respects_the_deadline(
     began = loop.time()
     await device.stop(deadline=began + 1.0)
     assert loop.time() - began < 2.5  # the deadline plus a grace, never pychromecast's 10 s
+    began = loop.time()
+    await device.stop()  # the manager's close at shutdown: not a second wait on a hung TV
+    assert loop.time() - began < 0.5
     fake_tv.answer_requests = True
 
 

@@ -180,7 +180,10 @@ class ChromecastDevice:
 
     async def stop(self, deadline: float | None = None) -> None:
         facts, connection = self._facts, self._connection
-        if self._shown_url is None or connection is None or not facts.connected:
+        # Asked once: a later stop (the manager closing at shutdown) must not wait on a TV
+        # that did not answer the first time.
+        shown, self._shown_url = self._shown_url, None
+        if shown is None or connection is None or not facts.connected:
             return
         if facts.app_id != MEDIA_RECEIVER_APP_ID:
             return  # not our app (any more): leave it alone
