@@ -357,7 +357,11 @@ async def test_a_resumed_start_waits_for_its_device() -> None:
 
     cast_settings = settings(park_after_s=0.5)
     casting = Casting(None, listener, cast_settings, Parking(pipeline.park, pipeline.unpark))
-    casting.await_device(resolve, lambda host: f"http://near-{host}/stream", "page")
+
+    async def stream_url(host: str) -> str:
+        return f"http://near-{host}/stream"
+
+    casting.await_device(resolve, stream_url, "page")
     try:
         await listener.wait_until(lambda: listener.named(EventName.RECOVERED), within_s=15)
     finally:

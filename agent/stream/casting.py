@@ -51,6 +51,8 @@ CLOSED = "app_closed"
 IDLE = "idle"
 
 Resolve = Callable[[], Awaitable[CastDevice | None]]
+# The stream's URL as a device at this host reaches it.
+StreamUrl = Callable[[str], Awaitable[str]]
 
 
 def judge(facts: DeviceFacts) -> str | None:
@@ -137,7 +139,7 @@ class Casting:
         if await self._recover(device, TAKEN_OVER, time.monotonic()):
             await self._keep(device)
 
-    def await_device(self, resolve: Resolve, stream_url: Callable[[str], str], title: str) -> None:
+    def await_device(self, resolve: Resolve, stream_url: StreamUrl, title: str) -> None:
         """A resumed wish whose device is not reachable now: wait for it (``device_away``)
         instead of failing, then cast; ``stream_url`` gives the URL as the device's host sees
         it."""
@@ -378,7 +380,7 @@ class Casting:
 
     # -- a device not reachable at a resumed start -------------------------------------------
 
-    async def _await_device(self, resolve: Resolve, stream_url: Callable[[str], str]) -> None:
+    async def _await_device(self, resolve: Resolve, stream_url: StreamUrl) -> None:
         lost_at = time.monotonic()
         probe = Backoff(PROBE_MIN_S, PROBE_MAX_S)
         while True:
@@ -400,7 +402,7 @@ class Casting:
             self._listener.set_waiting(None)
             return
         self.device = device
-        self._stream_url = stream_url(device.host)
+        self._stream_url = await stream_url(device.host)
         self._listener.set_stream_url(self._stream_url)
         self._follow(device)
         if await self._recover(device, judge(device.facts) or CLOSED, lost_at):

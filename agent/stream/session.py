@@ -102,9 +102,12 @@ class PipelineSession:
             if device is None:
                 # A resumed wish: nobody waits for an answer, so the device is waited for.
                 resolve = functools.partial(self._parts.cast.resolve, self._request.device)
-                self._casting.await_device(resolve, self._publication.url, title)
+                self._casting.await_device(resolve, self._stream_url, title)
                 return
             await self._casting.show(stream_url, title, resumed=self._request.resumed)
+
+    async def _stream_url(self, device_host: str) -> str:
+        return self._publication.url(device_host)
 
     def _cast_to(self, device: CastDevice | None) -> Casting:
         parking = Parking(park=self._pipeline.park, unpark=self._pipeline.unpark)
