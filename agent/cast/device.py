@@ -18,8 +18,8 @@ from agent.cast.base import BACKDROP_APP_ID, MEDIA_RECEIVER_APP_ID, DeviceFacts
 from agent.cast.connection import CastConnection, CastRequestError, DeviceEvent
 from agent.config import CastSettings
 from agent.errors import ErrorCode, PagecastError
+from agent.stream.hls import HLS_CONTENT_TYPE
 
-HLS_CONTENT_TYPE = "application/vnd.apple.mpegurl"
 # pychromecast's own request timeout for a stop or a volume change.
 REQUEST_TIMEOUT_S = 5.0
 
