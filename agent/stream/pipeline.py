@@ -48,8 +48,7 @@ class Pipeline:
         self._screens = parts.screens
         self._request = request
         self.directory = directory
-        preset = parts.settings.qualities[request.quality]
-        self._geometry = Geometry(preset.width, preset.height, preset.zoom, preset.fps)
+        self._geometry = Geometry.of(parts.settings.qualities[request.quality])
         self._screen: Screen | None = None
         self._page: BrowserPage | None = None
         self._encoder: Encoder | None = None
