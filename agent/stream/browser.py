@@ -59,7 +59,7 @@ def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
         "--disable-background-timer-throttling",
         "--disable-renderer-backgrounding",
         "--disable-backgrounding-occluded-windows",
-        *settings.extra_args,
+        *auth.cookie_features(settings.extra_args),
     ]
 
 
@@ -86,7 +86,7 @@ class Browser:
             chromium_sandbox=sandbox_enabled(self._settings),
             # Without this flag there is no "controlled by automated software" bar.
             ignore_default_args=["--enable-automation"],
-            args=auth.cookie_features(chromium_args(self.geometry, self._settings)),
+            args=chromium_args(self.geometry, self._settings),
             env={**os.environ, "DISPLAY": self._display},
             timeout=_LAUNCH_TIMEOUT_S * 1000,
         )
