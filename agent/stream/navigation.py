@@ -26,14 +26,27 @@ _NET_ERRORS = {
 }
 
 
+# Playwright's words when a navigation that was under way commits after ours began.
+_INTERRUPTED = "interrupted by another navigation"
+# Each stale navigation can interrupt ours at most once; more than a few means a page that
+# keeps navigating by itself, which is then reported like any other load failure.
+_INTERRUPTIONS = 3
+
+
 async def load(page: Page, url: str, timeout_s: float) -> None:
     """Navigate and wait for the ``load`` event; raise PAGE_LOAD_FAILED with the reason."""
-    try:
-        response = await page.goto(url, wait_until="load", timeout=timeout_s * 1000)
-    except PlaywrightTimeoutError:
-        raise _failed(url, f"timed out after {timeout_s:g}s") from None
-    except PlaywrightError as exc:
-        raise _failed(url, describe(exc.message)) from None
+    for attempt in range(_INTERRUPTIONS + 1):
+        try:
+            response = await page.goto(url, wait_until="load", timeout=timeout_s * 1000)
+            break
+        except PlaywrightTimeoutError:
+            raise _failed(url, f"timed out after {timeout_s:g}s") from None
+        except PlaywrightError as exc:
+            # A cancelled switch cannot call back the navigation it asked Chromium for: when
+            # that one commits after ours started, Playwright reports ours as interrupted.
+            # Ours is the latest wish, so it goes again; it is not the page's fault.
+            if _INTERRUPTED not in exc.message or attempt == _INTERRUPTIONS:
+                raise _failed(url, describe(exc.message)) from None
     if response is not None and response.status >= 400:
         reason = f"HTTP {response.status} {response.status_text}".strip()
         raise _failed(url, reason)

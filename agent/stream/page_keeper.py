@@ -1,0 +1,99 @@
+"""Keeping the wished page on screen: retry a page that did not load, reload it periodically.
+
+A page whose server is down (connection refused, DNS, HTTP >= 500, Chromium's error page) is
+not a reason to end a stream that nobody is waiting to hear about: a resumed wish, a self-heal
+or a periodic reload whose load fails keeps the stream running on Chromium's error page, says
+``waiting``/``page_unreachable``, and loads the page again with backoff until it answers.
+Only a start command's own first load answers PAGE_LOAD_FAILED (the pipeline raises it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from loguru import logger
+
+from agent.errors import PagecastError
+from agent.retry import Backoff
+from agent.stream.pipeline import Pipeline
+from agent.supervisor.session import SessionListener
+from agent.supervisor.state import EventName
+
+PAGE_UNREACHABLE = "page_unreachable"
+_RETRY_MIN_S = 1.0
+_RETRY_MAX_S = 60.0
+# How often the keeper looks at the pipeline's page facts (cheap: no I/O).
+_TICK_S = 0.25
+
+
+class PageKeeper:
+    def __init__(
+        self, pipeline: Pipeline, listener: SessionListener, reload_every_s: float | None
+    ) -> None:
+        self._pipeline = pipeline
+        self._listener = listener
+        self._reload_every_s = reload_every_s or math.inf
+        self._backoff = Backoff(_RETRY_MIN_S, _RETRY_MAX_S)
+        self._failing_since: float | None = None
+        self._next_load_at = time.monotonic() + self._reload_every_s
+
+    @property
+    def unreachable(self) -> bool:
+        return self._failing_since is not None
+
+    def note(self) -> None:
+        """Report a page that stopped or started showing; plan the next load accordingly.
+
+        Call after every load (the keeper's own, a heal's, a switch's): it compares the
+        pipeline's ``page_error`` with what it reported last.
+        """
+        error, now = self._pipeline.page_error, time.monotonic()
+        if error is not None and self._failing_since is None:
+            self._failing_since = now
+            self._next_load_at = now + self._backoff.next()
+            logger.warning("page unreachable ({}); loading it again until it answers", error)
+            self._listener.set_waiting(PAGE_UNREACHABLE)
+            self._listener.event(EventName.PAGE_ERROR, error=error)
+        elif error is None and self._failing_since is not None:
+            after_s = round(now - self._failing_since, 1)
+            attempts = self._backoff.attempts
+            self._failing_since = None
+            self._backoff.reset()
+            self._next_load_at = now + self._reload_every_s
+            logger.info("page back after {} s", after_s)
+            self._listener.set_waiting(None)
+            self._listener.event(
+                EventName.RECOVERED, reason=PAGE_UNREACHABLE, after_s=after_s, attempts=attempts
+            )
+
+    def loaded(self) -> None:
+        """The page was just loaded by someone else (a switch): the period starts over."""
+        if self._pipeline.page_error is None:
+            self._next_load_at = time.monotonic() + self._reload_every_s
+        self.note()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(_TICK_S)
+            self.note()
+            if self._pipeline.parked or time.monotonic() < self._next_load_at:
+                continue
+            await self._load()
+
+    async def _load(self) -> None:
+        retry = self._failing_since is not None
+        logger.debug("loading the page again" if retry else "periodic reload")
+        try:
+            await self._pipeline.reload()
+        except PagecastError as exc:
+            logger.debug("page still unreachable: {}", exc.message)
+        now = time.monotonic()
+        if self._pipeline.page_error is None:
+            self._next_load_at = now + self._reload_every_s
+            if retry:
+                self._listener.set_title(await self._pipeline.title())
+        elif self._failing_since is not None:
+            self._next_load_at = now + self._backoff.next()
+        self.note()
