@@ -21,6 +21,7 @@ from agent.stream.casting import Casting
 from agent.stream.page_keeper import PageKeeper
 from agent.stream.pipeline import Pipeline, PipelineParts
 from agent.stream.publication import Publication
+from agent.stream.waiting import WaitingReasons
 from agent.supervisor.session import SessionListener, StreamRequest
 from agent.supervisor.state import EventName, StreamFigures
 from agent.web.server import WebServer
@@ -67,8 +68,11 @@ class PipelineSession:
         )
         self._pipeline = Pipeline(parts, request, self._publication.directory)
         self._casting: Casting | None = None
+        # The device and the page may both keep the screen dark: one reason for the status.
+        waiting = WaitingReasons(listener)
+        self._cast_listener = waiting.part("cast")
         self._page_keeper = PageKeeper(
-            self._pipeline, listener, parts.settings.stream.reload_every_s
+            self._pipeline, waiting.part("page"), parts.settings.stream.reload_every_s
         )
         self._watcher: asyncio.Task[None] | None = None
         self._keeping: asyncio.Task[None] | None = None
@@ -107,7 +111,7 @@ class PipelineSession:
             if device is None:
                 logger.info("streaming without a Cast device at {}", stream_url)
                 return
-            self._casting = Casting(device, self._listener)
+            self._casting = Casting(device, self._cast_listener)
             await self._pipeline.wait_for_segments(_SEGMENTS_BEFORE_CAST)
             title = await self._pipeline.title()
             await self._casting.show(stream_url, title or self._request.url)
@@ -124,7 +128,7 @@ class PipelineSession:
             if resolving.done() and not resolving.cancelled() and not resolving.exception():
                 device = resolving.result()
                 if device is not None:
-                    self._casting = Casting(device, self._listener)
+                    self._casting = Casting(device, self._cast_listener)
             raise _most_telling(group_error) from None
         return resolving.result()
 
