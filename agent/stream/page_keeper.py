@@ -49,6 +49,8 @@ class PageKeeper:
         Call after every load (the keeper's own, a heal's, a switch's): it compares the
         pipeline's ``page_error`` with what it reported last.
         """
+        if self._pipeline.busy:
+            return  # e.g. a failed switch going back to the previous page: judge the outcome
         error, now = self._pipeline.page_error, time.monotonic()
         if error is not None and self._failing_since is None:
             self._failing_since = now

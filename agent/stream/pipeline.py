@@ -72,6 +72,11 @@ class Pipeline:
         return self._encoder is not None
 
     @property
+    def busy(self) -> bool:
+        """A navigation, reload, heal or recycle is under way: ``page_error`` may be passing."""
+        return self._page_work.locked()
+
+    @property
     def browser_age_s(self) -> float:
         """Seconds since the Chromium showing the page was launched."""
         return self._screen.browser_age_s if self._screen is not None else 0.0
