@@ -34,6 +34,9 @@ _SEGMENTS_BEFORE_CAST = 2
 _HEALTHY_RESET_S = 300.0
 _HEAL_BACKOFF_MIN_S = 0.25
 _HEAL_BACKOFF_MAX_S = 5.0
+# Starts in a burst arrive faster than pages load, each cancelling the switch before it: a
+# switch that waits this long before navigating is cancelled before Chromium hears of it.
+_SWITCH_SETTLE_S = 0.05
 # A browser that could not be recycled (its page did not load) is tried again after this.
 _RECYCLE_RETRY_MIN_S = 60.0
 _RECYCLE_RETRY_MAX_S = 3600.0
@@ -148,6 +151,7 @@ class PipelineSession:
         self._session_id, self._request = session_id, request
         with self._logging():
             logger.info("switching page in place")
+            await asyncio.sleep(_SWITCH_SETTLE_S)
             try:
                 await self._pipeline.navigate(request)
             except PagecastError as exc:
