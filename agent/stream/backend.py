@@ -86,8 +86,7 @@ class StreamBackend:
         self._screens = ScreenKeeper(playwright, self._settings.browser)
         self._stack.push_async_callback(self._screens.close)
         if self._settings.browser.keep_warm:
-            preset = self._settings.qualities[self._settings.stream.default_quality]
-            geometry = Geometry(preset.width, preset.height, preset.zoom, preset.fps)
+            geometry = Geometry.of(self._settings.qualities[self._settings.stream.default_quality])
             # In the background: the agent comes online at once; a start waits for the screen.
             warming = asyncio.create_task(self._warm(geometry), name="warm-screen")
             self._stack.push_async_callback(_cancel, warming)
