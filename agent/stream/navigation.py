@@ -68,12 +68,22 @@ async def _go(page: Page, url: str, timeout_s: float) -> tuple[int, str] | None:
             if interrupted is None or isinstance(exc, PlaywrightTimeoutError):
                 raise
             if interrupted.group(1).rstrip("/") == url.rstrip("/"):
-                await page.wait_for_load_state("load", timeout=timeout_s * 1000)
-                status = await page.evaluate(_STATUS)
-                return (int(status), "") if status else None
+                try:
+                    return await _loaded(page, timeout_s)
+                except PlaywrightTimeoutError:
+                    raise
+                except PlaywrightError:
+                    pass  # yet another navigation committed meanwhile
             continue
         return (response.status, response.status_text) if response is not None else None
     raise PlaywrightError(f"navigation to {url} interrupted {_INTERRUPTIONS} times")
+
+
+async def _loaded(page: Page, timeout_s: float) -> tuple[int, str] | None:
+    """The status of the document that committed, once it has loaded."""
+    await page.wait_for_load_state("load", timeout=timeout_s * 1000)
+    status = await page.evaluate(_STATUS)
+    return (int(status), "") if status else None
 
 
 _PAINTED = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
