@@ -87,7 +87,7 @@ class Pipeline:
         """Page, then encoder. A page that does not load fails the start, except for a resumed
         wish: nobody waits for an answer, so its stream comes up (on Chromium's error page)
         with ``page_error`` set, for the session to retry."""
-        self.directory.mkdir(parents=True, exist_ok=False)
+        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=False)
         self._screen = await self._screens.acquire(self._geometry)
         self._holding_screen = True
         # The page first: the stream then opens on the page, not on a blank window, and a
