@@ -91,6 +91,10 @@ class PageKeeper:
             await self._pipeline.reload()
         except PagecastError as exc:
             logger.debug("page still unreachable: {}", exc.message)
+        except Exception as exc:
+            # Whatever broke (a page closed underneath) is the watcher's to heal; the keeper
+            # itself must go on.
+            logger.warning("reloading the page failed: {}", exc)
         now = time.monotonic()
         if self._pipeline.page_error is None:
             self._next_load_at = now + self._reload_every_s
