@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +21,7 @@ from conftest import StartAgent
 from support.media import average_rgb, close_to, media_playlist, media_playlist_url
 from support.mqtt import Probe, probe
 from support.pages import PageServer
+from support.procs import chromium_browser
 from support.streaming import NoDevice, until_async
 
 from agent.config import Settings
@@ -200,3 +203,43 @@ async def test_a_switch_to_a_failing_page_keeps_the_stream(
         assert status["stream_url"] == stream_url
         assert status["error"] is None
         await until_async(lambda: shows(stream_url, GREEN), within=30)
+
+
+async def test_a_self_heal_whose_page_is_down_waits_for_it(
+    tmp_path: Path, agent_settings: Callable[..., Settings], start_agent: StartAgent
+) -> None:
+    with PageServer() as pages:
+        async with agent(tmp_path, agent_settings, start_agent) as (mqtt, root):
+            since = mqtt.mark()
+            assert (await mqtt.command(root, "start", {"url": pages.color("00ff00")}))["ok"]
+            streaming = await mqtt.wait_json(
+                f"{root}/status", lambda s: s["state"] == "streaming", since=since, within=60
+            )
+
+            # Chromium dies while the page's server is down: the heal cannot load the page.
+            down = mqtt.mark()
+            pages.down()
+            for browser in chromium_browser():
+                os.kill(browser.pid, signal.SIGKILL)
+            await mqtt.wait_json(
+                f"{root}/event", lambda e: e["event"] == "page_error", since=down, within=60
+            )
+            waiting = await mqtt.wait_json(
+                f"{root}/status", lambda s: s["state"] == "waiting", since=down, within=10
+            )
+            assert waiting["reason"] == "page_unreachable"
+
+            back = mqtt.mark()
+            pages.up()
+            recovered = await mqtt.wait_json(
+                f"{root}/event",
+                lambda e: e["event"] == "recovered" and e["reason"] == "page_unreachable",
+                since=back,
+                within=90,
+            )
+            assert recovered["after_s"] > 0
+            status = await mqtt.wait_json(
+                f"{root}/status", lambda s: s["state"] == "streaming", since=back, within=10
+            )
+            assert status["stream_url"] == streaming["stream_url"]
+            await until_async(lambda: shows(status["stream_url"], GREEN), within=30)
