@@ -33,6 +33,7 @@ pytestmark = pytest.mark.timeout(240)
 
 TINY = {"width": 320, "height": 180, "fps": 10, "bitrate_kbps": 300}
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+SERVER_DOWN_S = 25
 
 
 async def shows(master_url: str, rgb: tuple[int, int, int]) -> bool:
@@ -100,14 +101,17 @@ async def test_a_resumed_wish_waits_for_its_page_server(
             assert waiting["reason"] == "page_unreachable"
             assert waiting["url"] == url
             since = mqtt.mark()
-            await asyncio.sleep(3)  # retries meanwhile: never a give-up
+            # Down long enough for the reloads to back off to 16-32 s apart: never a give-up.
+            await asyncio.sleep(SERVER_DOWN_S)
             states = {m.json()["state"] for m in mqtt.messages(f"{root}/status", since=since)}
             assert not states & {"idle", "error"}, states
 
             back = mqtt.mark()
             pages.up()
+            # Asked every 2 s whether it answers: on screen within seconds, not at the next
+            # reload, up to a minute later.
             recovered = await mqtt.wait_json(
-                f"{root}/event", lambda e: e["event"] == "recovered", since=back, within=90
+                f"{root}/event", lambda e: e["event"] == "recovered", since=back, within=12
             )
             assert recovered["reason"] == "page_unreachable"
             status = await mqtt.wait_json(

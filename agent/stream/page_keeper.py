@@ -5,6 +5,10 @@ not a reason to end a stream that nobody is waiting to hear about: a resumed wis
 or a periodic reload whose load fails keeps the stream running on Chromium's error page, says
 ``waiting``/``page_unreachable``, and loads the page again with backoff until it answers.
 Only a start command's own first load answers PAGE_LOAD_FAILED (the pipeline raises it).
+
+Reloads in Chromium back off to a minute; between them a plain HTTP request asks every few
+seconds whether the server answers at all, so that a page whose server comes back is on
+screen within seconds, not up to a minute later.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import math
 import time
 
+import aiohttp
 from loguru import logger
 
 from agent.errors import PagecastError
@@ -26,6 +31,9 @@ _RETRY_MIN_S = 1.0
 _RETRY_MAX_S = 60.0
 # How often the keeper looks at the pipeline's page facts (cheap: no I/O).
 _TICK_S = 0.25
+# How often a server that does not answer is asked again, and how long it may take.
+_PROBE_EVERY_S = 2.0
+_PROBE_TIMEOUT_S = 5.0
 
 
 class PageKeeper:
@@ -38,6 +46,9 @@ class PageKeeper:
         self._backoff = Backoff(_RETRY_MIN_S, _RETRY_MAX_S)
         self._failing_since: float | None = None
         self._next_load_at = time.monotonic() + self._reload_every_s
+        # While failing: when to ask the server next, and whether it did not answer last time.
+        self._next_probe_at = 0.0
+        self._server_down = False
 
     @property
     def unreachable(self) -> bool:
@@ -55,6 +66,7 @@ class PageKeeper:
         if error is not None and self._failing_since is None:
             self._failing_since = now
             self._next_load_at = now + self._backoff.next()
+            self._next_probe_at, self._server_down = now + _PROBE_EVERY_S, False
             logger.warning("page unreachable ({}); loading it again until it answers", error)
             self._listener.set_waiting(PAGE_UNREACHABLE)
             self._listener.event(EventName.PAGE_ERROR, error=error)
@@ -80,9 +92,27 @@ class PageKeeper:
         while True:
             await asyncio.sleep(_TICK_S)
             self.note()
-            if self._pipeline.parked or time.monotonic() < self._next_load_at:
+            if self._pipeline.parked:
                 continue
-            await self._load()
+            if time.monotonic() >= self._next_load_at or await self._server_is_back():
+                await self._load()
+
+    async def _server_is_back(self) -> bool:
+        """While failing, every few seconds: True once a server that did not answer does.
+
+        Only that change counts: a server that answers while its page still does not load
+        (a 404, a page that times out) is left to the backoff, not reloaded every probe.
+        """
+        now = time.monotonic()
+        if self._failing_since is None or now < self._next_probe_at:
+            return False
+        self._next_probe_at = now + _PROBE_EVERY_S
+        answers = await _answers(self._pipeline.url)
+        back = answers and self._server_down
+        self._server_down = not answers
+        if back:
+            logger.info("the page's server answers again")
+        return back
 
     async def _load(self) -> None:
         retry = self._failing_since is not None
@@ -103,3 +133,19 @@ class PageKeeper:
         elif self._failing_since is not None:
             self._next_load_at = now + self._backoff.next()
         self.note()
+
+
+async def _answers(url: str) -> bool:
+    """Whether the page's server answers at all: any HTTP status below 500. Certificates are
+    not checked: nothing of the answer is used, and a LAN dashboard's is often self-signed."""
+    if not url.startswith(("http://", "https://")):
+        return True  # nothing to ask: let the reload find out
+    try:
+        timeout = aiohttp.ClientTimeout(total=_PROBE_TIMEOUT_S)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(url, allow_redirects=False, ssl=False) as response,
+        ):
+            return response.status < 500
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return False

@@ -72,6 +72,11 @@ class Pipeline:
         return self._encoder is not None
 
     @property
+    def url(self) -> str:
+        """The page the pipeline is asked to show."""
+        return self._request.url
+
+    @property
     def busy(self) -> bool:
         """A navigation, reload, heal or recycle is under way: ``page_error`` may be passing."""
         return self._page_work.locked()
