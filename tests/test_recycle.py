@@ -5,6 +5,7 @@ no blank frame in the segments around the switch."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -75,6 +76,9 @@ async def test_a_recycled_browser_takes_over_unseen(
         sequences = [f.sequence for f in fake_tv.log.segment_fetches()]
         assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
         assert fake_tv.log.problems() == []
+        fetched_at = [f.at for f in fake_tv.log.segment_fetches()]
+        gap = max(b - a for a, b in itertools.pairwise(fetched_at))
+        print(f"\nlongest wait for the next segment at the player: {gap:.2f} s")
         # Every frame of the segments around the switch shows the page, none a blank window.
         for sequence, body in fake_tv.log.segments:
             colours = await asyncio.to_thread(frame_colours, body)
