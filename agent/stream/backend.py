@@ -8,6 +8,7 @@ import contextlib
 import shutil
 import tempfile
 import weakref
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -17,28 +18,38 @@ from playwright.async_api import Playwright, async_playwright
 from agent.broadcast import Broadcast
 from agent.cast.base import CastManager
 from agent.config import Settings
+from agent.retry import Backoff
 from agent.stream.browser import Geometry
 from agent.stream.screen import ScreenKeeper
 from agent.stream.session import PipelineSession, SessionParts
 from agent.supervisor.session import SessionListener, StreamRequest
 from agent.web.server import WebServer
 
+# Warming a browser that cannot start is retried this often (seconds, with backoff).
+WARM_RETRY_MIN_S = 1.0
+WARM_RETRY_MAX_S = 60.0
+
+# Told what keeps the browser from starting (None once it runs): the agent shows it.
+FaultReport = Callable[[Exception | None], None]
+
 
 class StreamBackend:
     """Async context manager. Add HTTP routes via ``backend.web.add_routes`` before entering."""
 
-    def __init__(self, settings: Settings, cast: CastManager) -> None:
+    def __init__(
+        self, settings: Settings, cast: CastManager, *, on_fault: FaultReport | None = None
+    ) -> None:
         self._settings = settings
         self._cast = cast
+        self._on_fault: FaultReport = on_fault or (lambda _exc: None)
         self.web = WebServer(settings.stream.http_host, settings.stream.http_port)
         self.web.set_snapshot_source(self.latest_snapshot)
         self.snapshots: Broadcast[bytes] = Broadcast()
         self._snapshot: bytes | None = None
-        self._playwright_cm: contextlib.AbstractAsyncContextManager[Playwright] | None = None
+        # Everything entered, closed in reverse order however far entering got.
+        self._stack = contextlib.AsyncExitStack()
         self._screens: ScreenKeeper | None = None
-        self._warming: asyncio.Task[None] | None = None
         self._work_dir: Path | None = None
-        self._own_work_dir = False
         self._sessions: weakref.WeakSet[PipelineSession] = weakref.WeakSet()
 
     @property
@@ -60,7 +71,7 @@ class StreamBackend:
         try:
             await self._enter()
         except BaseException:
-            await self._exit()
+            await self._stack.aclose()
             raise
         return self
 
@@ -70,50 +81,49 @@ class StreamBackend:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._exit()
+        await self._stack.aclose()
 
     async def _enter(self) -> None:
         configured = self._settings.stream.work_dir
         if configured is not None:
-            configured.mkdir(parents=True, exist_ok=True)
-            self._work_dir = Path(tempfile.mkdtemp(prefix="pagecast-", dir=configured))
-        else:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="pagecast-"))
-        self._own_work_dir = True
+            await asyncio.to_thread(configured.mkdir, parents=True, exist_ok=True)
+        self._work_dir = Path(
+            await asyncio.to_thread(tempfile.mkdtemp, prefix="pagecast-", dir=configured)
+        )
+        self._stack.push_async_callback(asyncio.to_thread, shutil.rmtree, self._work_dir, True)
         await self.web.start()
-        self._playwright_cm = async_playwright()
-        playwright = await self._playwright_cm.__aenter__()
+        self._stack.push_async_callback(self.web.stop)
+        playwright = await self._stack.enter_async_context(_playwright())
         self._screens = ScreenKeeper(playwright, self._settings.browser)
+        self._stack.push_async_callback(self._screens.close)
         if self._settings.browser.keep_warm:
-            preset = self._settings.qualities[self._settings.stream.default_quality]
-            geometry = Geometry(preset.width, preset.height, preset.zoom, preset.fps)
+            geometry = Geometry.of(self._settings.qualities[self._settings.stream.default_quality])
             # In the background: the agent comes online at once; a start waits for the screen.
-            self._warming = asyncio.create_task(self._warm(geometry), name="warm-screen")
+            warming = asyncio.create_task(self._warm(geometry), name="warm-screen")
+            self._stack.push_async_callback(_cancel, warming)
+        # Normally the supervisor stopped its session already; nothing may outlive the backend.
+        self._stack.push_async_callback(self._stop_sessions)
 
     async def _warm(self, geometry: Geometry) -> None:
-        try:
-            await self.screens.warm(geometry)
+        # A browser that cannot start now may after a fix (a library installed, a flag set):
+        # keep trying, and say why meanwhile.
+        backoff = Backoff(WARM_RETRY_MIN_S, WARM_RETRY_MAX_S)
+        while True:
+            try:
+                await self.screens.warm(geometry)
+            except Exception as exc:
+                delay = backoff.next()
+                logger.warning("could not warm up the browser (retry in {:.0f} s): {}", delay, exc)
+                self._on_fault(exc)
+                await asyncio.sleep(delay)
+                continue
+            self._on_fault(None)
             logger.info("browser warm ({}x{})", geometry.width, geometry.height)
-        except Exception as exc:
-            logger.warning("could not warm up the browser: {}", exc)
+            return
 
-    async def _exit(self) -> None:
-        # Normally the supervisor stopped its session already; nothing may outlive the backend.
+    async def _stop_sessions(self) -> None:
         for session in list(self._sessions):
             await session.stop()
-        if self._warming is not None:
-            self._warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._warming
-        if self._screens is not None:
-            await self._screens.close()
-        if self._playwright_cm is not None:
-            with contextlib.suppress(Exception):
-                await self._playwright_cm.__aexit__(None, None, None)
-            self._playwright_cm = None
-        await self.web.stop()
-        if self._own_work_dir and self._work_dir is not None:
-            await asyncio.to_thread(shutil.rmtree, self._work_dir, True)
 
     def create_session(
         self, session_id: str, request: StreamRequest, listener: SessionListener
@@ -131,3 +141,22 @@ class StreamBackend:
         session = PipelineSession(parts, session_id, request, listener)
         self._sessions.add(session)
         return session
+
+
+@contextlib.asynccontextmanager
+async def _playwright() -> AsyncIterator[Playwright]:
+    """Playwright's driver for as long as the backend runs; a driver that fails to exit
+    cleanly (it is often gone already at shutdown) does not stop the rest of the teardown."""
+    manager = async_playwright()
+    playwright = await manager.__aenter__()
+    try:
+        yield playwright
+    finally:
+        with contextlib.suppress(Exception):
+            await manager.__aexit__(None, None, None)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -74,7 +74,11 @@ class StreamSession(Protocol):
         """Whether ``request`` can be served by navigating this session in place."""
 
     async def switch(self, session_id: str, request: StreamRequest) -> None:
-        """Show ``request.url`` without restarting the encoder or the Cast media session."""
+        """Show ``request.url`` without restarting the encoder or the Cast media session.
+
+        PAGE_LOAD_FAILED means the page did not load and the session went back to the page
+        it showed before: it keeps serving the previous request. Any other error: broken.
+        """
 
     async def stop(self, successor: StreamRequest | None = None) -> None:
         """Tear everything down; idempotent, safe after a failed or cancelled start.

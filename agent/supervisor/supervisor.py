@@ -69,6 +69,14 @@ class _Running:
     displaced: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """What a switch replaces, to go back to when the new page does not load."""
+
+    wish: _Wanted
+    title: str | None
+
+
 # States in which a session is up and the wish is being served (on screen or waited for).
 _ON_AIR = frozenset({State.STREAMING, State.WAITING})
 
@@ -88,6 +96,10 @@ class Supervisor:
         self._factory = factory
         self._start_timeout_s = start_timeout_s
         self._stop_timeout_s = stop_timeout_s
+        # Loop time by which a shutdown must be over (see shutdown); bounds every teardown.
+        self._deadline: float | None = None
+        # A part the agent needs cannot start (see set_fault); shown while nothing streams.
+        self._fault: ErrorInfo | None = None
         self._status = Status()
         self.status_changes: Broadcast[Status] = Broadcast()
         self.events: Broadcast[Event] = Broadcast()
@@ -153,10 +165,36 @@ class Supervisor:
         self._want_nothing(_StopReason(EventName.STOPPED, "command"), request_id=request_id)
         return changed
 
-    async def shutdown(self) -> None:
-        """Stop the stream and return once nothing runs any more."""
+    async def shutdown(self, deadline: float | None = None) -> bool:
+        """Stop the stream; True once nothing runs any more.
+
+        At ``deadline`` (event loop time) stop waiting and return False: the status says idle
+        all the same (a retained ``stopping`` would outlive us), and the caller kills what is
+        left of the stream.
+        """
+        self._deadline = deadline
         self._want_nothing(_StopReason(EventName.STOPPED, "shutdown"))
-        await self._settled.wait()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._settled.wait()
+        except TimeoutError:
+            logger.warning("the stream did not stop in time")
+            self._set_idle()
+            return False
+        return True
+
+    def set_fault(self, fault: ErrorInfo | None) -> None:
+        """Something the agent needs cannot start (None: it works again). While nothing is
+        wanted the status is ``error`` with it, so it is seen before anyone sends a start."""
+        previous, self._fault = self._fault, fault
+        status = self._status
+        if (
+            self._wanted is None
+            and self._running is None
+            and status.state in (State.IDLE, State.ERROR)
+            and status.error in (None, previous)
+        ):
+            self._set_idle()
 
     def _want_nothing(self, reason: _StopReason, *, request_id: str | None = None) -> None:
         self._wanted = None
@@ -294,6 +332,7 @@ class Supervisor:
         request = wanted.request
         log = _bind(wanted.session_id, request)
         previous = running.session_id
+        kept = _Kept(_Wanted(previous, running.request, self._status.ends_at), self._status.title)
         # From here the running session serves the new wish; a newer command cancels this.
         running.session_id, running.request = wanted.session_id, request
         self._cancel_expiry()
@@ -302,6 +341,7 @@ class Supervisor:
             url=request.url,
             request_id=request.request_id,
             title=None,
+            error=None,
         )
         log.info("switching page in place")
         try:
@@ -312,6 +352,9 @@ class Supervisor:
             log.info("switch superseded by a newer command")
             return
         except Exception as exc:
+            if isinstance(exc, PagecastError) and exc.code is ErrorCode.PAGE_LOAD_FAILED:
+                self._switch_failed(running, kept, wanted, exc.info)
+                return
             await self._teardown(running)
             self._running = None
             self._fail(wanted, _as_error(exc, "switch"))
@@ -326,6 +369,33 @@ class Supervisor:
             url=request.url,
             in_place=True,
         )
+
+    def _switch_failed(
+        self, running: _Running, kept: _Kept, failed: _Wanted, error: ErrorInfo
+    ) -> None:
+        """The page did not load and the session shows the previous one again (see
+        StreamSession.switch): the stream, its URL and the Cast session stay; the previous
+        wish stands again, and status and event tell the command why it failed."""
+        _bind(failed.session_id, failed.request).warning("switch failed: {}", error.message)
+        previous = kept.wish
+        running.session_id, running.request = previous.session_id, previous.request
+        self._emit(
+            EventName.FAILED,
+            failed.session_id,
+            url=failed.request.url,
+            error=error.to_dict(),
+            kept_session_id=previous.session_id,
+        )
+        if self._wanted is not failed:
+            return  # a newer command decides what is shown next
+        self._wanted = previous
+        self._wish_changed()
+        self._set(
+            session_id=previous.session_id, url=previous.request.url, title=kept.title, error=error
+        )
+        if previous.ends_at is not None:
+            left_s = (previous.ends_at - utcnow()).total_seconds()
+            self._schedule_expiry(previous.session_id, max(left_s, 0.0))
 
     async def _in_flight(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run stream work as a task that a newer command may cancel (see _kick)."""
@@ -377,7 +447,11 @@ class Supervisor:
 
     async def _teardown(self, running: _Running, successor: StreamRequest | None = None) -> None:
         try:
-            await _within(self._stop_timeout_s, running.session.stop(successor))
+            timeout = self._stop_timeout_s
+            if self._deadline is not None:
+                left = self._deadline - asyncio.get_running_loop().time()
+                timeout = max(0.0, min(timeout, left))
+            await _within(timeout, running.session.stop(successor))
             reraise_lost_cancel()
         except asyncio.CancelledError:
             if being_cancelled():
@@ -402,7 +476,10 @@ class Supervisor:
     def _set_idle(self) -> None:
         request_id = self._status.request_id
         self._status = Status()
-        self._set(request_id=request_id)
+        if self._fault is not None:
+            self._set(state=State.ERROR, error=self._fault, request_id=request_id)
+        else:
+            self._set(request_id=request_id)
 
     # -- durations -----------------------------------------------------------------------------
 
