@@ -52,8 +52,11 @@ RUN mkdir -p /tmp/.X11-unix && chmod 1777 /tmp/.X11-unix
 COPY --from=venv /opt/pagecast /opt/pagecast
 
 # A non-root user keeps Chromium's sandbox on (as root it would need --no-sandbox).
+# /state keeps the accepted start (the "wish") across restarts: mount a volume there (compose
+# does) so it also survives a new container.
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin pagecast \
-    && mkdir -p /config && chown pagecast:pagecast /config
+    && mkdir -p /config /state && chown pagecast:pagecast /config /state
+ENV PAGECAST_STATE_DIR=/state
 USER pagecast
 
 # Start Playwright's driver (its own Node.js) once, as the agent will: a shared library missing

@@ -175,6 +175,7 @@ async def test_broker_comes_from_the_supervisor_when_none_is_set(
 ) -> None:
     url, asked = supervisor
     base = {"SUPERVISOR_URL": url, "SUPERVISOR_TOKEN": "addon-token", "PATH": "/usr/bin"}
+    base["PAGECAST_STATE_DIR"] = "/state"  # the plain image's; the add-on keeps state in /data
     env = await asyncio.to_thread(run.agent_env, {"node_id": "hall"}, base)
     assert asked == ["Bearer addon-token"]
     assert "SUPERVISOR_TOKEN" not in env, "the agent never needs the Supervisor's token"

@@ -325,6 +325,9 @@ def test_compose_runs_the_agent_beside_a_broker(monkeypatch: pytest.MonkeyPatch)
     assert "no-new-privileges:true" in agent["security_opt"]  # type: ignore[operator]
     # Playwright starts Chromium with --disable-dev-shm-usage: /dev/shm stays empty.
     assert "shm_size" not in agent
+    # The wish survives a new container: the image's state directory is a named volume.
+    assert "PAGECAST_STATE_DIR=/state" in arguments("ENV")
+    assert "state:/state" in agent["volumes"]  # type: ignore[operator]
     text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
     host_comment = text[: text.index("network_mode: host")].rsplit("build:", 1)[1]
     assert re.search(r"mDNS", host_comment), "say why host networking"

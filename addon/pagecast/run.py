@@ -95,7 +95,8 @@ def agent_env(options: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, 
             raise AddonError(message)
         env.update(supervisor_mqtt(token, base.get("SUPERVISOR_URL", SUPERVISOR_URL)))
     env.update(chosen)
-    env.setdefault("PAGECAST_STATE_DIR", str(STATE_DIR))
+    if "PAGECAST_STATE_DIR" not in chosen:  # the image's own /state is not kept by the add-on
+        env["PAGECAST_STATE_DIR"] = str(STATE_DIR)
     return env
 
 
