@@ -175,10 +175,23 @@ class CastSettings(_Section):
     discovery_timeout: float = Field(5.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)
     play_timeout: float = Field(20.0, gt=0, description="LOAD until PLAYING")
-    recover_timeout: float = Field(
-        300.0, gt=0, description="how long a lost device may stay away before the stream ends"
+    recover_timeout: float | None = Field(
+        None, gt=0, description="give up on a device away this long (seconds); null: never"
     )
-    on_takeover: Literal["respect", "reclaim"] = "respect"
+    park_after_s: float = Field(
+        60.0,
+        ge=0,
+        description="the screen did not show the stream this long (device away, taken over): "
+        "stop Chromium and ffmpeg until it can again",
+    )
+    on_takeover: Literal["resume", "respect", "reclaim"] = Field(
+        "resume",
+        description="another app or sender took the screen: resume once it is idle again, "
+        "respect (end our stream) or reclaim (cast again at once)",
+    )
+    resume_after_s: float = Field(
+        10.0, ge=0, description="resume: the device showed its idle screen this long"
+    )
     stop_action: Literal["quit", "stop_media"] = "quit"
 
 
