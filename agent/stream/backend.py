@@ -17,6 +17,7 @@ from playwright.async_api import Playwright, async_playwright
 from agent.broadcast import Broadcast
 from agent.cast.base import CastManager
 from agent.config import Settings
+from agent.stream import hwaccel
 from agent.stream.browser import Geometry
 from agent.stream.screen import ScreenKeeper
 from agent.stream.session import PipelineSession, SessionParts
@@ -92,7 +93,10 @@ class StreamBackend:
 
     async def _warm(self, geometry: Geometry) -> None:
         try:
-            await self.screens.warm(geometry)
+            # The encoder probe (a few one-frame test encodes) overlaps the browser's launch.
+            await asyncio.gather(
+                hwaccel.chosen(self._settings.stream.encoder), self.screens.warm(geometry)
+            )
             logger.info("browser warm ({}x{})", geometry.width, geometry.height)
         except Exception as exc:
             logger.warning("could not warm up the browser: {}", exc)
