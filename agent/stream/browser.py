@@ -33,6 +33,15 @@ def sandbox_enabled(settings: BrowserSettings) -> bool:
     return settings.sandbox if settings.sandbox is not None else os.geteuid() != 0
 
 
+_UNSEEN_FEATURES = (
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+    "WebUIOmniboxFullPopup",
+    "PreloadTopChromeWebUI",
+    "SpareRendererForSitePerProcess",
+)
+
+
 def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
     return [
         "--kiosk",
@@ -55,6 +64,10 @@ def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
         "--disable-background-timer-throttling",
         "--disable-renderer-backgrounding",
         "--disable-backgrounding-occluded-windows",
+        # Nobody sees browser UI on a captured kiosk: no renderers kept for the omnibox popup
+        # (a WebUI page each new context's window preloads, ~30 MB PSS) or for tab search,
+        # and no spare renderer process idling for a navigation that may never come.
+        f"--disable-features={','.join(_UNSEEN_FEATURES)}",
         *settings.extra_args,
     ]
 
