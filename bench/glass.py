@@ -58,6 +58,9 @@ const video = document.getElementById('v');
 const canvas = document.createElement('canvas');
 const ctx = canvas.getContext('2d', {willReadFrequently: true});
 window.samples = []; window.stalls = 0; window.errors = []; window.playing = false;
+window.behinds = [];
+setInterval(() => { const b = window.behind && window.behind();
+                    if (window.playing && Number.isFinite(b)) window.behinds.push(b); }, 250);
 video.addEventListener('playing', () => { window.playing = true; });
 video.addEventListener('waiting', () => { if (window.playing) window.stalls++; });
 function decode() {
@@ -89,11 +92,13 @@ video.requestVideoFrameCallback(onFrame);
 const src = params.get('src');
 if (params.get('player') === 'hls.js') {
   const hls = new Hls();
+  window.behind = () => hls.latency;
   hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) window.errors.push(d.details); });
   hls.loadSource(src); hls.attachMedia(video);
 } else {
   shaka.polyfill.installAll();
   const player = new shaka.Player();
+  window.behind = () => player.seekRange().end - video.currentTime;
   player.addEventListener('error', (e) => window.errors.push(String(e.detail.code)));
   player.attach(video).then(() => player.load(src))
     .catch((e) => window.errors.push(String(e.code || e)));
@@ -110,6 +115,8 @@ class Latency:
     samples: int
     stalls: int
     errors: tuple[str, ...]
+    # How far the player stays behind the newest listed media (its own choice).
+    behind_edge_s: float | None = None
 
     def cell(self) -> str:
         if self.median_s is None:
@@ -183,18 +190,21 @@ async def measure(
     try:
         await page.goto(f"{player_origin}/player?player={player}&src={stream_url}")
         await asyncio.sleep(warmup)
-        await page.evaluate("window.samples = []; window.stalls = 0")
+        await page.evaluate("window.samples = []; window.stalls = 0; window.behinds = []")
         await asyncio.sleep(seconds)
         samples = [s / 1000 for s in await page.evaluate("window.samples")]
         stalls = int(await page.evaluate("window.stalls"))
         errors = tuple(await page.evaluate("window.errors"))
+        behinds = await page.evaluate("window.behinds")
     finally:
         await page.close()
+    behind = statistics.median(behinds) if behinds else None
     if not samples:
-        return Latency(player, None, None, 0, stalls, errors)
+        return Latency(player, None, None, 0, stalls, errors, behind)
     samples.sort()
     p90 = samples[int(len(samples) * 0.9) - 1] if len(samples) >= 10 else samples[-1]
-    return Latency(player, statistics.median(samples), p90, len(samples), stalls, errors)
+    median = statistics.median(samples)
+    return Latency(player, median, p90, len(samples), stalls, errors, behind)
 
 
 async def measure_players(

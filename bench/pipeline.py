@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pipeline.py            # full: 5 interleaved runs, 15 s windows
     .venv/bin/python bench/pipeline.py --quick    # 2 runs, 8 s windows, 720p only
+    .venv/bin/python bench/pipeline.py --only latency --soak 600   # 10 minutes in both players
 
 Prints one table; every agent figure next to the reference measured in the same run:
 
@@ -109,7 +110,13 @@ class Options:
 def settings(work_dir: Path, *, keep_warm: bool = True, **stream: Any) -> Settings:
     return Settings(
         node_id="bench",
-        stream={"http_port": 0, "http_host": "127.0.0.1", "work_dir": str(work_dir), **stream},
+        stream={
+            "http_port": 0,
+            "http_host": "127.0.0.1",
+            "public_host": "127.0.0.1",
+            "work_dir": str(work_dir),
+            **stream,
+        },
         browser={"keep_warm": keep_warm},
         snapshot={"enabled": True, "interval": SNAPSHOT_INTERVAL_S},
         cast={"device": "none"},
@@ -322,7 +329,26 @@ def _latency_cell(runs: list[glass.Latency]) -> str:
     if not medians:
         return runs[0].cell()
     text = f"{statistics.median(medians):.2f} s"
+    behind = [r.behind_edge_s for r in runs if r.behind_edge_s is not None]
+    if behind:
+        text += f" (player {statistics.median(behind):.2f} behind edge)"
     return text + (f" ({stalls} stalls)" if stalls else "")
+
+
+async def soak_rows(options: Options, seconds: float) -> list[tuple[str, str, str, str]]:
+    """Both players on one agent stream (latency low) for ``seconds``: stalls and latency."""
+    glass.ensure_players()
+    executable = str(Settings().browser.executable)
+    async with (
+        glass.served_pages() as (clock, origin),
+        glass.viewer(executable) as browser,
+        agent_stream(options.work_dir, clock, "720p") as (_, _, url),
+    ):
+        measured = await glass.measure_players(browser, origin, url, warmup=6, seconds=seconds)
+    return [
+        (f"soak {seconds:g} s, {player}, latency low", latency.cell(), "-", "no stalls")
+        for player, latency in measured.items()
+    ]
 
 
 # -- switch ----------------------------------------------------------------------------------
@@ -418,6 +444,7 @@ def parse_args() -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--runs", type=int, help="interleaved runs per figure (median)")
     parser.add_argument("--seconds", type=float, help="CPU window")
     parser.add_argument("--only", choices=["cpu", "latency", "speed", "footprint"], nargs="*")
+    parser.add_argument("--soak", type=float, help="also play N s in both players (stalls)")
     args = parser.parse_args()
     runs = args.runs or (2 if args.quick else 5)
     seconds = args.seconds or (8.0 if args.quick else 15.0)
@@ -445,6 +472,8 @@ async def main() -> None:
             rows += await latency_rows(options)
         if "speed" in only:
             rows += await speed_rows(options, pages)
+    if args.soak:
+        rows += await soak_rows(options, args.soak)
     if "footprint" in only:
         rows += await footprint.rows(options.work_dir)
     print_table("results", rows)
