@@ -89,13 +89,20 @@ def test_one_device_message_per_node() -> None:
 
 
 def test_document_describes_the_device_and_origin() -> None:
-    doc = discovery_document(settings(), "http://192.168.1.5:8099/")
+    doc = discovery_document(settings())
     assert doc["device"]["identifiers"] == ["pagecast_living-room"]
-    assert doc["device"]["configuration_url"] == "http://192.168.1.5:8099/"
     assert doc["device"]["sw_version"]
     assert doc["origin"]["name"] == "pagecast"
     assert doc["availability"] == [{"topic": "pagecast/living-room/availability"}]
-    assert "configuration_url" not in discovery_document(settings())["device"]
+
+
+def test_every_entity_carries_its_own_qos() -> None:
+    """HA 2025.4 copies only availability and topic options down from the device level."""
+    doc = discovery_document(settings())
+    inherited = {k: v for k, v in doc.items() if k == "availability" or k.endswith("topic")}
+    for key, component in doc["components"].items():
+        as_ha_sees_it = {**inherited, **component}
+        assert as_ha_sees_it.get("qos") == 1, key
 
 
 def test_unique_ids_are_stable_and_per_node() -> None:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import StartAgent
 from support.agent_double import START_DELAY_ENV
+from support.logwatch import LogWatch
 from support.mqtt import CuttableLink, Mosquitto, free_port, probe
 
 from agent.config import Settings
@@ -33,8 +34,9 @@ async def test_broker_restart_agent_back_within_3s(
     async with start_agent(settings) as agent:
         async with probe(mosquitto.port, f"{root}/response/#") as client:
             started = await client.command(root, "start", "http://a/before")
-        mosquitto.kill()
-        await asyncio.sleep(1.0)  # the agent retries against a dead port meanwhile
+        with LogWatch("MQTT connect failed") as refused:
+            mosquitto.kill()
+            await refused.seen(2)  # the agent retries against a dead port meanwhile
         mosquitto.start()
         async with probe(mosquitto.port, f"{root}/#") as client:
             online = await client.wait_for(
@@ -65,6 +67,9 @@ async def test_command_sent_while_disconnected_is_not_run_later(
             probe(mosquitto.port, f"{root}/#") as client,
             start_agent(settings) as agent,
         ):
+            # start_agent saw "online" through its own client; this one may not have yet, and
+            # would then take that first "online" for the one after the cut.
+            await client.wait_for(f"{root}/availability", lambda m: m.payload == b"online")
             since = client.mark()
             link.cut()
             # An unclean loss: the broker publishes the will for us.
@@ -83,7 +88,9 @@ async def test_command_sent_while_disconnected_is_not_run_later(
 
 
 @pytest.fixture
-def spawn_agent(tmp_path: Path, agent_settings: Callable[..., Settings]) -> Iterator[Spawn]:
+def spawn_agent(
+    tmp_path: Path, state_dir: Path, agent_settings: Callable[..., Settings]
+) -> Iterator[Spawn]:
     """``python tests/support/agent_double.py``: the real agent as a process, the double inside."""
     processes: list[subprocess.Popen[bytes]] = []
 
@@ -105,7 +112,11 @@ def spawn_agent(tmp_path: Path, agent_settings: Callable[..., Settings]) -> Iter
             [sys.executable, str(DOUBLE_AGENT), "--config", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={"PATH": "/usr/bin:/bin", START_DELAY_ENV: "0.05"},
+            env={
+                "PATH": "/usr/bin:/bin",
+                START_DELAY_ENV: "0.05",
+                "PAGECAST_STATE_DIR": str(state_dir),
+            },
         )
         log.close()
         processes.append(process)
@@ -167,8 +178,9 @@ async def test_shutdown_while_the_broker_is_down(
     async with start_agent(agent_settings()) as agent:
         async with probe(mosquitto.port, f"{agent.root}/response/#") as client:
             await client.command(agent.root, "start", "http://a/down")
-        mosquitto.kill()
-        await asyncio.sleep(0.3)
+        with LogWatch("MQTT connection lost") as lost:
+            mosquitto.kill()
+            await lost.seen()
         began = time.monotonic()
         await agent.stop()
         assert time.monotonic() - began < 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from loguru import logger
 
@@ -19,6 +20,8 @@ from agent.commands.parse import (
 )
 from agent.config import Settings
 from agent.errors import ErrorCode, ErrorInfo, PagecastError
+from agent.redact import redact_url
+from agent.supervisor.session import StreamRequest
 from agent.supervisor.supervisor import Supervisor
 
 COMMANDS = ("start", "stop", "status")
@@ -123,7 +126,7 @@ class Dispatcher:
             return None
 
     async def _start(self, data: Payload, request_id: str | None) -> Response:
-        request = parse_start(data, self._settings)
+        request = self._unmasked(parse_start(data, self._settings))
         outcome = self._supervisor.start(request)
         logger.bind(session_id=outcome.session_id, url=request.url, quality=request.quality).info(
             "start accepted (changed={})", outcome.changed
@@ -155,3 +158,14 @@ class Dispatcher:
             session_id=status.session_id,
             status=status.to_payload(),
         )
+
+    def _unmasked(self, request: StreamRequest) -> StreamRequest:
+        """The URL on screen for a start that names it as published, with its password masked.
+
+        Home Assistant's quality select (and any client echoing ``status.url``) sends the URL
+        back as it saw it; loading that would fail to log in.
+        """
+        current = self._supervisor.status.url
+        if current and request.url != current and request.url == redact_url(current):
+            return replace(request, url=current)
+        return request

@@ -10,7 +10,7 @@ from loguru import logger
 from playwright.async_api import Browser as PlaywrightBrowser
 from playwright.async_api import BrowserContext, Page, Playwright
 
-from agent.config import AuthProfile, BrowserSettings
+from agent.config import AuthProfile, BrowserSettings, QualityPreset
 from agent.errors import ErrorCode, PagecastError
 from agent.stream import auth
 from agent.stream.process import start_owned
@@ -27,12 +27,17 @@ class Geometry:
     zoom: float
     fps: int
 
+    @classmethod
+    def of(cls, preset: QualityPreset) -> Geometry:
+        return cls(preset.width, preset.height, preset.zoom, preset.fps)
+
 
 def sandbox_enabled(settings: BrowserSettings) -> bool:
     # The sandbox needs user namespaces that root usually lacks, so "auto" means off for root.
     return settings.sandbox if settings.sandbox is not None else os.geteuid() != 0
 
 
+_DISABLE_FEATURES = "--disable-features="
 _UNSEEN_FEATURES = (
     "WebUIOmniboxPopup",
     "WebUIOmniboxAimPopup",
@@ -40,6 +45,21 @@ _UNSEEN_FEATURES = (
     "PreloadTopChromeWebUI",
     "SpareRendererForSitePerProcess",
 )
+
+
+def _without_unseen_ui(args: list[str]) -> list[str]:
+    """``args`` with our features merged into one ``--disable-features`` (Chromium reads
+    only the last one, so a user's own would otherwise undo ours)."""
+    others = [arg for arg in args if not arg.startswith(_DISABLE_FEATURES)]
+    theirs = [
+        feature
+        for arg in args
+        if arg.startswith(_DISABLE_FEATURES)
+        for feature in arg.removeprefix(_DISABLE_FEATURES).split(",")
+        if feature
+    ]
+    features = dict.fromkeys([*theirs, *_UNSEEN_FEATURES])
+    return [*others, _DISABLE_FEATURES + ",".join(features)]
 
 
 def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
@@ -67,8 +87,7 @@ def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
         # Nobody sees browser UI on a captured kiosk: no renderers kept for the omnibox popup
         # (a WebUI page each new context's window preloads, ~30 MB PSS) or for tab search,
         # and no spare renderer process idling for a navigation that may never come.
-        f"--disable-features={','.join(_UNSEEN_FEATURES)}",
-        *settings.extra_args,
+        *_without_unseen_ui(auth.cookie_features(settings.extra_args)),
     ]
 
 
@@ -119,9 +138,10 @@ class Browser:
                 await context.add_init_script(_FRAME_LIMIT.replace("FPS", str(self.geometry.fps)))
             await auth.apply(context, profile)
             page = await context.new_page()
+            cdp = await context.new_cdp_session(page)
+            await auth.add_cookies(cdp, profile)
             # Windows of new contexts are normal windows with a toolbar even in kiosk mode;
             # fullscreen hides all browser UI and pins the window to (0,0).
-            cdp = await context.new_cdp_session(page)
             window = await cdp.send("Browser.getWindowForTarget")
             await cdp.send(
                 "Browser.setWindowBounds",

@@ -1,25 +1,24 @@
 """aiohttp server for the live HLS streams, ``/snapshot.jpg`` and ``/healthz``.
 
 Streams live under ``/stream/<token>/`` where the token is unguessable and exists only while
-its session runs. Every response carries ``Access-Control-Allow-Origin: *`` because Cast
-receivers fetch the playlist and segments cross-origin.
+its session runs. Stream and snapshot responses carry ``Access-Control-Allow-Origin: *``
+because Cast receivers and dashboards fetch them cross-origin; nothing else does: the webhook
+API added on this server must not be readable by any page a browser happens to show.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from loguru import logger
 
-# Set by hand: Python's mimetypes calls .ts "text/vnd.trolltech.linguist" (Qt translations).
-CONTENT_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
-}
+from agent.stream.hls import HLS_CONTENT_TYPE, SEGMENT_CONTENT_TYPE
+
+CONTENT_TYPES = {".m3u8": HLS_CONTENT_TYPE, ".ts": SEGMENT_CONTENT_TYPE}
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(m3u8|ts)$")
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -30,10 +29,18 @@ _CORS = {
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SnapshotSource = Callable[[], bytes | None]
+# (healthy, JSON body): see agent/health.py.
+HealthSource = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+# What players and dashboards fetch cross-origin (including a 404 for a segment gone).
+_CORS_PATHS = ("/stream/", "/snapshot.jpg")
 
 
 @web.middleware
 async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(_CORS_PATHS):
+        return await handler(request)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -51,6 +58,7 @@ class WebServer:
         self._port = port
         self._streams: dict[str, Path] = {}
         self._snapshot: SnapshotSource = lambda: None
+        self._health: HealthSource = lambda: (True, {"ok": True})
         self.app = web.Application(middlewares=[_cors])
         self.app.add_routes(
             [
@@ -82,6 +90,9 @@ class WebServer:
     def set_snapshot_source(self, source: SnapshotSource) -> None:
         self._snapshot = source
 
+    def set_health_source(self, source: HealthSource) -> None:
+        self._health = source
+
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -96,7 +107,8 @@ class WebServer:
             self._runner = None
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        healthy, body = self._health()
+        return web.json_response(body, status=200 if healthy else 503)
 
     async def _snapshot_jpg(self, _request: web.Request) -> web.Response:
         data = self._snapshot()
@@ -110,20 +122,15 @@ class WebServer:
         self._resolve(request)
         return web.Response(status=204)
 
-    async def _stream_file(self, request: web.Request) -> web.Response:
+    async def _stream_file(self, request: web.Request) -> web.FileResponse:
         path = self._resolve(request)
-        try:
-            body = await asyncio.to_thread(path.read_bytes)
-        except (FileNotFoundError, IsADirectoryError):
-            # A segment that slid out of the window and was deleted.
-            raise web.HTTPNotFound() from None
-        playlist = path.suffix == ".m3u8"
-        return web.Response(
-            body=body,
+        # FileResponse answers 404 for a segment that slid out of the window and was deleted.
+        return web.FileResponse(
+            path,
             headers={
                 "Content-Type": CONTENT_TYPES[path.suffix],
                 # The live playlist changes every segment; segments never change.
-                "Cache-Control": "no-cache" if playlist else "max-age=60",
+                "Cache-Control": "no-cache" if path.suffix == ".m3u8" else "max-age=60",
             },
         )
 
