@@ -18,9 +18,7 @@ from agent.stream.process import ChildProcess, OwnsProcess
 FFMPEG = "ffmpeg"
 _SILENCE = "anullsrc=channel_layout=stereo:sample_rate=48000"
 SNAPSHOT_FILE = "snapshot.jpg"
-# x11grab delivers bgr0. bgr24 drops the padding byte in a fast copy; scdet compares it with
-# the previous frame (SIMD SAD), and swscale turns bgr24 into yuv420p on a fast path. Converting
-# bgr0 directly costs more than both together, and only frames that changed get converted.
+# scdet's per-frame mean absolute difference to the previous frame (0.000 when equal).
 _CHANGE_KEY = "lavfi.scd.mafd"
 
 
@@ -137,6 +135,10 @@ def _dedupe(spec: EncoderSpec) -> str:
     the metadata filter drops equal frames except the first of each wall-clock slot of one
     segment length, which the encoder makes a keyframe: a still page costs one frame per
     segment, and a page that starts moving is encoded from its first changed frame on.
+
+    x11grab delivers bgr0. bgr24 drops the padding byte in a fast copy; scdet compares it
+    (SIMD sums of differences), and swscale turns bgr24 into yuv420p on a fast path.
+    Converting bgr0 directly costs more than both together, and now only changed frames pay.
     """
     keep = f"{new_slot(spec.segment_seconds)};ld(2)+gt(VALUE1,VALUE2)"
     return (
