@@ -37,6 +37,31 @@ def sandbox_enabled(settings: BrowserSettings) -> bool:
     return settings.sandbox if settings.sandbox is not None else os.geteuid() != 0
 
 
+_DISABLE_FEATURES = "--disable-features="
+_UNSEEN_FEATURES = (
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+    "WebUIOmniboxFullPopup",
+    "PreloadTopChromeWebUI",
+    "SpareRendererForSitePerProcess",
+)
+
+
+def _without_unseen_ui(args: list[str]) -> list[str]:
+    """``args`` with our features merged into one ``--disable-features`` (Chromium reads
+    only the last one, so a user's own would otherwise undo ours)."""
+    others = [arg for arg in args if not arg.startswith(_DISABLE_FEATURES)]
+    theirs = [
+        feature
+        for arg in args
+        if arg.startswith(_DISABLE_FEATURES)
+        for feature in arg.removeprefix(_DISABLE_FEATURES).split(",")
+        if feature
+    ]
+    features = dict.fromkeys([*theirs, *_UNSEEN_FEATURES])
+    return [*others, _DISABLE_FEATURES + ",".join(features)]
+
+
 def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
     return [
         "--kiosk",
@@ -59,7 +84,10 @@ def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
         "--disable-background-timer-throttling",
         "--disable-renderer-backgrounding",
         "--disable-backgrounding-occluded-windows",
-        *auth.cookie_features(settings.extra_args),
+        # Nobody sees browser UI on a captured kiosk: no renderers kept for the omnibox popup
+        # (a WebUI page each new context's window preloads, ~30 MB PSS) or for tab search,
+        # and no spare renderer process idling for a navigation that may never come.
+        *_without_unseen_ui(auth.cookie_features(settings.extra_args)),
     ]
 
 
