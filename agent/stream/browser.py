@@ -12,7 +12,7 @@ from playwright.async_api import BrowserContext, Page, Playwright
 
 from agent.config import AuthProfile, BrowserSettings, QualityPreset
 from agent.errors import ErrorCode, PagecastError
-from agent.stream import auth
+from agent.stream import auth, features
 from agent.stream.process import start_owned
 
 _LAUNCH_TIMEOUT_S = 30.0
@@ -37,7 +37,7 @@ def sandbox_enabled(settings: BrowserSettings) -> bool:
     return settings.sandbox if settings.sandbox is not None else os.geteuid() != 0
 
 
-_DISABLE_FEATURES = "--disable-features="
+# Nothing of the browser's UI is ever seen on a captured kiosk.
 _UNSEEN_FEATURES = (
     "WebUIOmniboxPopup",
     "WebUIOmniboxAimPopup",
@@ -45,21 +45,6 @@ _UNSEEN_FEATURES = (
     "PreloadTopChromeWebUI",
     "SpareRendererForSitePerProcess",
 )
-
-
-def _without_unseen_ui(args: list[str]) -> list[str]:
-    """``args`` with our features merged into one ``--disable-features`` (Chromium reads
-    only the last one, so a user's own would otherwise undo ours)."""
-    others = [arg for arg in args if not arg.startswith(_DISABLE_FEATURES)]
-    theirs = [
-        feature
-        for arg in args
-        if arg.startswith(_DISABLE_FEATURES)
-        for feature in arg.removeprefix(_DISABLE_FEATURES).split(",")
-        if feature
-    ]
-    features = dict.fromkeys([*theirs, *_UNSEEN_FEATURES])
-    return [*others, _DISABLE_FEATURES + ",".join(features)]
 
 
 def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
@@ -87,7 +72,9 @@ def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
         # Nobody sees browser UI on a captured kiosk: no renderers kept for the omnibox popup
         # (a WebUI page each new context's window preloads, ~30 MB PSS) or for tab search,
         # and no spare renderer process idling for a navigation that may never come.
-        *_without_unseen_ui(auth.cookie_features(settings.extra_args)),
+        *features.merged(
+            settings.extra_args, enable=auth.ORIGIN_BOUND_COOKIES, disable=_UNSEEN_FEATURES
+        ),
     ]
 
 
