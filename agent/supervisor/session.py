@@ -80,12 +80,15 @@ class StreamSession(Protocol):
         it showed before: it keeps serving the previous request. Any other error: broken.
         """
 
-    async def stop(self, successor: StreamRequest | None = None) -> None:
+    async def stop(
+        self, successor: StreamRequest | None = None, deadline: float | None = None
+    ) -> None:
         """Tear everything down; idempotent, safe after a failed or cancelled start.
 
         ``successor`` is the request replacing this session, if any: a session casting to the
         same device leaves the receiver running for it instead of sending the TV back to its
-        ambient screen between the two streams.
+        ambient screen between the two streams. ``deadline`` (event loop time) is when the
+        agent must be gone: requests to the device are given only what is left of it.
         """
 
     def figures(self) -> StreamFigures | None:

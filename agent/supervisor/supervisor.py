@@ -451,7 +451,7 @@ class Supervisor:
             if self._deadline is not None:
                 left = self._deadline - asyncio.get_running_loop().time()
                 timeout = max(0.0, min(timeout, left))
-            await _within(timeout, running.session.stop(successor))
+            await _within(timeout, running.session.stop(successor, self._deadline))
             reraise_lost_cancel()
         except asyncio.CancelledError:
             if being_cancelled():

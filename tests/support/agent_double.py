@@ -54,7 +54,9 @@ class DoubleSession:
     async def switch(self, session_id: str, request: StreamRequest) -> None:
         raise AssertionError("can_switch is False")
 
-    async def stop(self, successor: StreamRequest | None = None) -> None:
+    async def stop(
+        self, successor: StreamRequest | None = None, deadline: float | None = None
+    ) -> None:
         self.calls.append("stop")
         self.alive = False
 
