@@ -32,8 +32,9 @@ _WATCH_INTERVAL_S = 0.25
 # Segments ready before the device is told to LOAD: receivers start a few segments behind
 # the live edge, and the device's app launch takes longer than this anyway.
 _SEGMENTS_BEFORE_CAST = 2
-# A session that ran this long without trouble gets its full restart budget back.
-_HEALTHY_RESET_S = 300.0
+# The restart budget counts a crash loop, not a lifetime: a pipeline that ran this long without
+# trouble since its last heal gets it back, so faults days apart never add up to giving up.
+HEALTHY_RESET_S = 30.0
 _HEAL_BACKOFF_MIN_S = 0.25
 _HEAL_BACKOFF_MAX_S = 5.0
 # Starts in a burst arrive faster than pages load, each cancelling the switch before it: a
@@ -241,7 +242,7 @@ class PipelineSession:
                         return
                     self._page_keeper.note()
                     continue
-                if time.monotonic() - self._healthy_since > _HEALTHY_RESET_S:
+                if time.monotonic() - self._healthy_since > HEALTHY_RESET_S:
                     self._heal_backoff.reset()
                 if self._due_for_recycling():
                     await self._recycle()
