@@ -4,6 +4,7 @@ including the ones that left its session, found through a cgroup of their own.
 Children inherit their cgroup at fork, so a process placed in a fresh cgroup before it execs
 takes everything it ever starts along: Chromium's zygotes, Playwright's driver, ffmpeg.
 Without a writable cgroup hierarchy it falls back to the descendants of the root process.
+The per-process readings come from bench/meter.py.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from meter import cpu_of, descendants, name, pss_mb, rss_mb
+
 # cgroup v2 (unified) first, then v1's pids controller: both list members in cgroup.procs.
-_HIERARCHIES = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
-_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+_HIERARCHIES = (
+    Path("/sys/fs/cgroup/unified"),
+    Path("/sys/fs/cgroup/pids"),
+    Path("/sys/fs/cgroup"),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Proc:
     pid: int
-    ppid: int
     name: str
     cmdline: str
 
@@ -54,26 +59,32 @@ class ProcessTree:
 
     def pids(self) -> list[int]:
         if self._cgroup is not None:
-            text = (self._cgroup / "cgroup.procs").read_text()
-            return [int(line) for line in text.split()]
+            return [int(line) for line in (self._cgroup / "cgroup.procs").read_text().split()]
         if self.root_pid is None:
             return []
-        return [self.root_pid, *(p.pid for p in _descendants(self.root_pid))]
+        return [self.root_pid, *descendants(self.root_pid)]
 
     def processes(self) -> list[Proc]:
-        return [p for p in (_read(pid) for pid in self.pids()) if p is not None]
+        found = []
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                found.append(Proc(pid, name(pid), cmdline.decode(errors="replace")))
+        return found
 
     def usage(self) -> Usage:
-        rss = pss = cpu = 0.0
-        fds = count = 0
-        for pid in self.pids():
-            with contextlib.suppress(OSError, ValueError):
-                rss_kb, pss_kb = _memory_kb(pid)
-                rss, pss = rss + rss_kb / 1024, pss + pss_kb / 1024
+        pids = self.pids()
+        fds = 0
+        for pid in pids:
+            with contextlib.suppress(OSError):
                 fds += len(os.listdir(f"/proc/{pid}/fd"))
-                cpu += _cpu_s(pid)
-                count += 1
-        return Usage(count, round(rss, 1), round(pss, 1), fds, round(cpu, 2))
+        return Usage(
+            processes=len(pids),
+            rss_mb=round(sum(rss_mb(pid) for pid in pids), 1),
+            pss_mb=round(sum(pss_mb(pid) for pid in pids), 1),
+            fds=fds,
+            cpu_s=round(sum(cpu_of(pid) for pid in pids), 2),
+        )
 
     def close(self) -> None:
         if self._cgroup is not None:
@@ -81,55 +92,12 @@ class ProcessTree:
                 self._cgroup.rmdir()
 
 
-def _make_cgroup(name: str) -> Path | None:
+def _make_cgroup(label: str) -> Path | None:
     for hierarchy in _HIERARCHIES:
         if not (hierarchy / "cgroup.procs").exists():
             continue
         with contextlib.suppress(OSError):
-            path = hierarchy / name
+            path = hierarchy / label
             path.mkdir()
             return path
     return None
-
-
-def _memory_kb(pid: int) -> tuple[int, int]:
-    rss = pss = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            rss = int(line.split()[1])
-        elif line.startswith("Pss:"):
-            pss = int(line.split()[1])
-    return rss, pss
-
-
-def _cpu_s(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-def _read(pid: int) -> Proc | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return Proc(pid, int(fields[1]), stat[stat.index("(") + 1 : stat.rindex(")")], cmdline)
-
-
-def _descendants(root: int) -> list[Proc]:
-    procs = [p for p in (_read(int(d)) for d in os.listdir("/proc") if d.isdigit()) if p]
-    children: dict[int, list[Proc]] = {}
-    for proc in procs:
-        children.setdefault(proc.ppid, []).append(proc)
-    found: list[Proc] = []
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child.pid)
-    return found
