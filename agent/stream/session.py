@@ -148,6 +148,15 @@ class PipelineSession:
                 )
                 self._listener.set_title(await self._page.title())
 
+    def reload(self) -> None:
+        raise PagecastError(ErrorCode.NOT_STREAMING, "reload is not available yet")
+
+    def next_page(self) -> bool:
+        return False
+
+    async def set_volume(self, level: float | None, muted: bool | None) -> None:
+        raise PagecastError(ErrorCode.DEVICE_NOT_FOUND, "volume is not available yet")
+
     async def stop(self, successor: StreamRequest | None = None) -> None:
         if self._stopped:
             return
