@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.errors import ErrorCode, PagecastError
+
 CONFIG_ENV = "PAGECAST_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
@@ -297,6 +299,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"scenes.{name}.quality: unknown quality {scene.quality!r}")
             if scene.auth is not None and scene.auth not in self.auth:
                 raise ValueError(f"scenes.{name}.auth: unknown auth profile {scene.auth!r}")
+
+    def auth_profile(self, name: str | None) -> AuthProfile | None:
+        """The profile called ``name`` (None for none); an unknown name is INVALID_PAYLOAD."""
+        if name is None:
+            return None
+        profile = self.auth.get(name)
+        if profile is None:
+            known = ", ".join(sorted(self.auth)) or "none configured"
+            raise PagecastError(
+                ErrorCode.INVALID_PAYLOAD, f"auth: unknown profile {name!r} (known: {known})"
+            )
+        return profile
 
     @property
     def topic_root(self) -> str:

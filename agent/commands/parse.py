@@ -149,9 +149,7 @@ def parse_start(data: Payload, settings: Settings) -> StreamRequest:
         raise PagecastError(
             ErrorCode.UNKNOWN_QUALITY, f"unknown quality {quality!r} (known: {known})"
         )
-    if command.auth is not None and command.auth not in settings.auth:
-        known = ", ".join(sorted(settings.auth)) or "none configured"
-        _invalid(f"auth: unknown profile {command.auth!r} (known: {known})")
+    settings.auth_profile(command.auth)  # an unknown profile is refused here, at the edge
     pages = _rotation(command)
     duration = check_duration(command.duration)
     if command.revert and duration is None:

@@ -19,7 +19,7 @@ from agent.cast.base import CastManager
 from agent.config import Settings
 from agent.stream.browser import Geometry
 from agent.stream.screen import ScreenKeeper
-from agent.stream.session import PipelineParts, PipelineSession
+from agent.stream.session import PipelineSession, SessionParts
 from agent.supervisor.session import SessionListener, StreamRequest
 from agent.web.server import WebServer
 
@@ -120,12 +120,12 @@ class StreamBackend:
     ) -> PipelineSession:
         if self._work_dir is None:
             raise RuntimeError("StreamBackend not entered")
-        parts = PipelineParts(
+        parts = SessionParts(
             settings=self._settings,
-            cast=self._cast,
             screens=self.screens,
-            web=self.web,
             work_dir=self._work_dir,
+            cast=self._cast,
+            web=self.web,
             on_snapshot=self._on_snapshot,
         )
         session = PipelineSession(parts, session_id, request, listener)

@@ -203,11 +203,7 @@ class Encoder(OwnsProcess):
 
     async def start(self) -> None:
         append = (self.directory / MEDIA_PLAYLIST).exists()
-        if self._process is not None:
-            # A restart: SIGTERM would let ffmpeg write #EXT-X-ENDLIST, and a receiver that
-            # polls the playlist before the new ffmpeg removes it ends playback.
-            await self._process.kill()
-        await self.stop()
+        await self.kill()
         self.progress = Progress()
         self._process = await ChildProcess.spawn(
             "ffmpeg",
@@ -216,6 +212,14 @@ class Encoder(OwnsProcess):
         )
         if self._process.stdout is not None:
             self._progress_task = asyncio.create_task(self._read_progress(self._process.stdout))
+
+    async def kill(self) -> None:
+        """End ffmpeg without letting it finish the playlist, which goes on after a restart:
+        SIGTERM would let it write #EXT-X-ENDLIST, and a receiver that polls the playlist
+        before the next ffmpeg removes it ends playback."""
+        if self._process is not None:
+            await self._process.kill()
+        await self.stop()
 
     async def stop(self) -> None:
         if self._process is not None:
