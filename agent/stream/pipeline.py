@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
+from playwright.async_api import Page
 
 from agent.config import Settings
 from agent.errors import ErrorCode, PagecastError
@@ -52,6 +53,8 @@ class Pipeline:
         self._geometry = Geometry(preset.width, preset.height, preset.zoom, preset.fps)
         self._screen: Screen | None = None
         self._page: BrowserPage | None = None
+        # A rotation's next page, loaded behind the one on screen (see prepare()).
+        self._prepared: Page | None = None
         self._encoder: Encoder | None = None
         self._holding_screen = False
         # (newest segment sequence, when it was first seen): the encoder's heartbeat.
@@ -98,12 +101,46 @@ class Pipeline:
         async with self._page_work:
             if self._page is None:
                 raise PagecastError(ErrorCode.PIPELINE_FAILED, "no page to switch")
+            await self._drop_prepared()
             await navigation.load(
                 self._page.page, request.url, self._settings.stream.page_load_timeout_s
             )
 
     async def title(self) -> str | None:
         return await self._page.title() if self._page else None
+
+    async def reload(self) -> None:
+        """Load the page on screen again, in place."""
+        async with self._page_work:
+            if self._page is None:
+                raise PagecastError(ErrorCode.PIPELINE_FAILED, "no page to reload")
+            page = self._page.page
+            await navigation.load(page, page.url, self._settings.stream.page_load_timeout_s)
+
+    # -- a page behind the page (rotations: agent/stream/rotation.py) ----------------------------
+
+    async def prepare(self, url: str) -> None:
+        """Load ``url`` in a tab behind the page on screen; show_prepared() swaps them."""
+        async with self._page_work:
+            if self._page is None:
+                raise PagecastError(ErrorCode.PIPELINE_FAILED, "no page to prepare beside")
+            if self._prepared is None or self._prepared.is_closed():
+                self._prepared = await self._page.background_tab()
+            await navigation.load(self._prepared, url, self._settings.stream.page_load_timeout_s)
+
+    async def show_prepared(self) -> None:
+        """Bring the prepared tab to the front: the window shows it from its next frame, no
+        blank in between (it is painted already). The old front page is the next to prepare."""
+        async with self._page_work:
+            front, prepared = self._page, self._prepared
+            if front is None or prepared is None or prepared.is_closed():
+                raise PagecastError(ErrorCode.PIPELINE_FAILED, "no prepared page to show")
+            self._prepared = await front.bring_forward(prepared)
+
+    async def _drop_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and not prepared.is_closed():
+            await prepared.close()
 
     def _encoder_spec(self, screen: Screen) -> EncoderSpec:
         preset = self._settings.qualities[self._request.quality]
@@ -124,6 +161,7 @@ class Pipeline:
         profile = self._settings.auth_profile(self._request.auth)
         if self._page is not None:
             await self._page.close()
+        self._prepared = None  # closed with its context
         self._page = await self._screen.take_page(profile)
         await navigation.load(
             self._page.page, self._request.url, self._settings.stream.page_load_timeout_s
@@ -209,6 +247,7 @@ class Pipeline:
             if self._page is not None:
                 await self._page.close()
                 self._page = None
+                self._prepared = None
         logger.info("pipeline parked")
 
     async def unpark(self) -> None:

@@ -20,6 +20,7 @@ from agent.retry import Backoff
 from agent.stream.casting import Casting
 from agent.stream.pipeline import Pipeline, PipelineParts
 from agent.stream.publication import Publication
+from agent.stream.rotation import Showing
 from agent.supervisor.session import SessionListener, StreamRequest
 from agent.supervisor.state import EventName, StreamFigures
 from agent.web.server import WebServer
@@ -63,6 +64,7 @@ class PipelineSession:
         )
         self._pipeline = Pipeline(parts, request, self._publication.directory)
         self._casting: Casting | None = None
+        self._showing = Showing(self._pipeline, listener)
         self._watcher: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._heal_backoff = Backoff(_HEAL_BACKOFF_MIN_S, _HEAL_BACKOFF_MAX_S)
@@ -92,11 +94,13 @@ class PipelineSession:
             self._watcher = asyncio.create_task(self._watch(), name="pipeline-watch")
             if device is None:
                 logger.info("streaming without a Cast device at {}", stream_url)
-                return
-            self._casting = Casting(device, self._listener)
-            await self._pipeline.wait_for_segments(_SEGMENTS_BEFORE_CAST)
-            title = await self._pipeline.title()
-            await self._casting.show(stream_url, title or self._request.url)
+            else:
+                self._casting = Casting(device, self._listener)
+                await self._pipeline.wait_for_segments(_SEGMENTS_BEFORE_CAST)
+                title = await self._pipeline.title()
+                await self._casting.show(stream_url, title or self._request.url)
+            # From here the first page of a rotation has its full time on screen.
+            self._showing.begin(self._request)
 
     async def _start_parts(self) -> CastDevice | None:
         """Find the device while the pipeline comes up; both must succeed."""
@@ -126,14 +130,16 @@ class PipelineSession:
         self._session_id, self._request = session_id, request
         with self._logging():
             logger.info("switching page in place")
+            await self._showing.end()
             await self._pipeline.navigate(request)
             self._listener.set_title(await self._pipeline.title())
+            self._showing.begin(request)
 
     def reload(self) -> None:
-        raise PagecastError(ErrorCode.NOT_STREAMING, "reload is not available yet")
+        self._showing.reload()
 
     def next_page(self) -> bool:
-        return False
+        return self._showing.advance()
 
     async def set_volume(self, level: float | None, muted: bool | None) -> None:
         raise PagecastError(ErrorCode.DEVICE_NOT_FOUND, "volume is not available yet")
@@ -148,6 +154,7 @@ class PipelineSession:
     async def _stop(self, handover: bool) -> None:
         with self._logging():
             logger.info("stopping pipeline")
+            await self._showing.end()
             if self._watcher is not None:
                 self._watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
