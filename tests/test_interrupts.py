@@ -97,6 +97,15 @@ async def test_the_same_interrupt_again_extends_it(harness: Harness) -> None:  #
     await asyncio.sleep(SHORT * 2)
     assert supervisor.status.url == "http://doorbell/"
     assert supervisor.status.revert_to is not None
+    # Rung again with the same duration: the time starts again, the base stays.
+    before = supervisor.status.ends_at
+    assert before is not None
+    await asyncio.sleep(0.01)
+    assert supervisor.start(req("http://doorbell/", duration_s=60, revert=True)).changed
+    after = supervisor.status.ends_at
+    assert after is not None
+    assert after > before
+    assert supervisor.status.revert_to["url"] == "http://dashboard/"
 
 
 async def test_a_plain_start_makes_a_new_base(harness: Harness) -> None:  # noqa: F811

@@ -149,9 +149,12 @@ class Supervisor:
         self, wanted: _Wanted, request: StreamRequest, revert_to: Wish | None
     ) -> StartOutcome:
         """The same page asked for again: only its duration or its way back can change, and
-        that without touching the stream."""
+        that without touching the stream. The same interrupt again (the doorbell rang twice)
+        starts its time again."""
+        again = request.revert and revert_to is not None
         if (wanted.request.duration_s, wanted.revert_to) == (request.duration_s, revert_to):
-            return StartOutcome(wanted.session_id, changed=False)
+            if not again:
+                return StartOutcome(wanted.session_id, changed=False)
         wanted.request, wanted.revert_to = request, revert_to
         wanted.ends_at = _ends_at(utcnow(), request.duration_s)
         self._wish_changed()

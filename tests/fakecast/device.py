@@ -134,6 +134,10 @@ class FakeCastDevice:
         self.accepted = 0  # TLS connections accepted: tells reuse from reconnects
         self.app: App | None = None
         self.media: Media | None = None
+        # The device's own volume (RECEIVER_STATUS), set by SET_VOLUME or by its buttons.
+        self.volume_level = 1.0
+        self.muted = False
+        self.volume_requests: list[dict[str, Any]] = []  # every SET_VOLUME's "volume"
         self._fail_next_load: int | None = None
         self._refuse_launch: str | None = None
         self._connections: set[_Connection] = set()
@@ -238,6 +242,17 @@ class FakeCastDevice:
         if self.media is not None:
             self.media.player_state, self.media.idle_reason = "IDLE", "CANCELLED"
             self._broadcast_media_status()
+
+    def press_volume(self, level: float | None = None, muted: bool | None = None) -> None:
+        """Someone uses the remote (or another sender): the volume changes, everyone hears."""
+        self._apply_volume({"level": level, "muted": muted})
+        self._broadcast_receiver_status()
+
+    def _apply_volume(self, volume: dict[str, Any]) -> None:
+        if isinstance(volume.get("level"), int | float):
+            self.volume_level = min(1.0, max(0.0, float(volume["level"])))
+        if isinstance(volume.get("muted"), bool):
+            self.muted = volume["muted"]
 
     # -- observations ------------------------------------------------------------------------
 
@@ -344,6 +359,12 @@ class FakeCastDevice:
             self.stops.append("app")
             await self._stop_player()
             self._end_app(broadcast=False)
+        elif kind == "SET_VOLUME":
+            volume = frame.data.get("volume")
+            if not isinstance(volume, dict):
+                return
+            self.volume_requests.append(volume)
+            self._apply_volume(volume)
         elif kind != "GET_STATUS":
             return
         self._broadcast_receiver_status(
@@ -449,8 +470,8 @@ class FakeCastDevice:
             "isStandBy": False,
             "volume": {
                 "controlType": "attenuation",
-                "level": 1.0,
-                "muted": False,
+                "level": self.volume_level,
+                "muted": self.muted,
                 "stepInterval": 0.05,
             },
         }
