@@ -4,6 +4,7 @@ through the session double. End to end through MQTT and a device: test_scenes_e2
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from test_supervisor import Harness, harness, req  # noqa: F401  (fixture re-used)
 
@@ -178,3 +179,48 @@ async def test_a_failed_interrupt_gives_the_screen_back(harness: Harness) -> Non
     await until_state_url(harness, "http://dashboard/")
     assert supervisor.wish is not None
     assert supervisor.wish.session_id == base.session_id
+
+
+async def test_a_saved_interrupt_is_resumed_with_its_base(harness: Harness) -> None:  # noqa: F811
+    supervisor = harness.supervisor
+    base = supervisor.start(req("http://dashboard/"))
+    await harness.settle()
+    supervisor.start(req("http://doorbell/", duration_s=SHORT, revert=True))
+    await harness.settle()
+    saved = supervisor.wish
+    assert saved is not None
+    supervisor.stop()
+    await harness.settle()
+
+    # As after a restart: the interrupt comes back with what it had left, then its base.
+    resumed = supervisor.resume(saved)
+    assert resumed is not None
+    await harness.settle()
+    assert supervisor.status.url == "http://doorbell/"
+    assert supervisor.status.revert_to is not None
+    assert (await harness.event(EventName.RESUMED)).data["url"] == "http://doorbell/"
+    reverted = await harness.event(EventName.REVERTED)
+    assert reverted.session_id == base.session_id
+    await until_state_url(harness, "http://dashboard/")
+
+
+async def test_a_saved_interrupt_that_ended_meanwhile_resumes_its_base(
+    harness: Harness,  # noqa: F811
+) -> None:
+    supervisor = harness.supervisor
+    base = supervisor.start(req("http://dashboard/"))
+    await harness.settle()
+    supervisor.start(req("http://doorbell/", duration_s=SHORT, revert=True))
+    await harness.settle()
+    saved = supervisor.wish
+    assert saved is not None
+    supervisor.stop()
+    await harness.settle()
+    await asyncio.sleep(SHORT * 1.5)
+    resumed = supervisor.resume(saved)
+    assert resumed is not None
+    assert resumed.session_id == base.session_id
+    await until_state_url(harness, "http://dashboard/")
+    assert supervisor.status.revert_to is None
+    expired = replace(saved, revert_to=None)
+    assert supervisor.resume(expired) is None

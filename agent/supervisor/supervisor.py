@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -145,6 +145,24 @@ class Supervisor:
         self._kick()
         return StartOutcome(wanted.session_id, changed=True)
 
+    def resume(self, wish: Wish) -> StartOutcome | None:
+        """Put a saved wish back after a restart (``resumed`` instead of ``started``), with
+        the time it has left. An interrupt that ended while the agent was away gives way to
+        its base; None when nothing of it is left to show."""
+        now = utcnow()
+        while wish.ends_at is not None and wish.ends_at <= now:
+            if wish.revert_to is None:
+                return None
+            wish = wish.revert_to
+        remaining = (wish.ends_at - now).total_seconds() if wish.ends_at else None
+        request = replace(wish.request, resumed=True, force=False, duration_s=remaining)
+        wanted = _Wanted(wish.session_id, request, wish.ends_at, wish.revert_to)
+        self._wanted = wanted
+        self._clear_error = True
+        self._wish_changed()
+        self._kick()
+        return StartOutcome(wanted.session_id, changed=True)
+
     def _restate(
         self, wanted: _Wanted, request: StreamRequest, revert_to: Wish | None
     ) -> StartOutcome:
@@ -152,9 +170,9 @@ class Supervisor:
         that without touching the stream. The same interrupt again (the doorbell rang twice)
         starts its time again."""
         again = request.revert and revert_to is not None
-        if (wanted.request.duration_s, wanted.revert_to) == (request.duration_s, revert_to):
-            if not again:
-                return StartOutcome(wanted.session_id, changed=False)
+        same = (wanted.request.duration_s, wanted.revert_to) == (request.duration_s, revert_to)
+        if same and not again:
+            return StartOutcome(wanted.session_id, changed=False)
         wanted.request, wanted.revert_to = request, revert_to
         wanted.ends_at = _ends_at(utcnow(), request.duration_s)
         self._wish_changed()
