@@ -241,3 +241,28 @@ def frame_colours(segments: list[bytes], size: int = 4) -> list[RGB]:
 
 def colours_in(segments: list[bytes]) -> list[RGB]:
     return [c for c in frame_colours(segments) if c in (RED, GREEN, BLUE)]
+
+
+async def test_an_interrupt_over_a_rotation_resumes_the_rotation(
+    scene_rig: Callable[..., Any],
+) -> None:
+    async with scene_rig() as r:
+        urls = [r.pages.color("ff0000"), r.pages.color("00ff00")]
+        rotation = await r.command("start", {"urls": urls, "rotate_s": 3})
+        assert rotation["ok"], rotation
+        await r.status(lambda s: s["player_state"] == "PLAYING")
+        since = r.mqtt.mark()
+        doorbell = {"url": r.pages.color("0000ff"), "duration": 5, "revert": True}
+        assert (await r.post("start", doorbell))["ok"]
+        status = await r.status(lambda s: s["url"] == doorbell["url"], since=since)
+        assert status["urls"] is None
+        assert status["revert_to"]["urls"] == urls
+        await r.showing(BLUE)
+        await r.event("reverted", since=since, within=30)
+        back = r.mqtt.mark()
+        # The rotation takes turns again, from its first page, in the same stream.
+        for index in (0, 1):
+            await r.status(lambda s, i=index: s["index"] == i and s["urls"] == urls, since=back)  # type: ignore[misc]
+        await r.showing(GREEN)
+        assert len(r.tv.loads) == 1
+        assert r.playing_throughout(), r.tv.player_history
