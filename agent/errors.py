@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 
@@ -30,7 +30,7 @@ class ErrorInfo:
     message: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"code": self.code.value, "message": self.message}
+        return asdict(self)  # the code is a StrEnum: a plain string in JSON
 
 
 class PagecastError(Exception):

@@ -1,4 +1,7 @@
-"""Logging: loguru for everything, human-readable by default, JSON lines with ``log.json``."""
+"""Logging: loguru for everything, human-readable by default, JSON lines with ``log.json``.
+
+Both sinks mask URL passwords in what they write (messages, bound ``url``, tracebacks).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from loguru import logger
 
 from agent.config import LogSettings
+from agent.redact import redact_url
 
 if TYPE_CHECKING:
     from loguru import Message, Record
@@ -29,6 +33,15 @@ def _bound_suffix(record: Record) -> None:
     extra["bound"] = f" [{' '.join(bound)}]" if bound else ""
 
 
+def _human_line(sink: TextIO) -> Any:
+    def write(message: Message) -> None:
+        # The whole formatted line, traceback included: error texts often quote the URL.
+        sink.write(redact_url(str(message)))
+        sink.flush()
+
+    return write
+
+
 def _json_line(sink: TextIO) -> Any:
     def write(message: Message) -> None:
         record = message.record
@@ -44,7 +57,7 @@ def _json_line(sink: TextIO) -> Any:
             line["exception"] = "".join(
                 traceback.format_exception(exc.type, exc.value, exc.traceback)
             )
-        sink.write(json.dumps(line, default=str) + "\n")
+        sink.write(redact_url(json.dumps(line, default=str)) + "\n")
         sink.flush()
 
     return write
@@ -76,11 +89,24 @@ def _is_cast_retry(record: logging.LogRecord, message: str) -> bool:
     )
 
 
+def _is_terminal(sink: TextIO) -> bool:
+    try:
+        return sink.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def setup_logging(settings: LogSettings, sink: TextIO = sys.stderr) -> None:
     logger.remove()
     logger.configure(patcher=_bound_suffix)
     if settings.json_lines:
         logger.add(_json_line(sink), level=settings.level, format="{message}", diagnose=False)
     else:
-        logger.add(sink, level=settings.level, format=HUMAN_FORMAT, diagnose=False)
+        logger.add(
+            _human_line(sink),
+            level=settings.level,
+            format=HUMAN_FORMAT,
+            colorize=_is_terminal(sink),
+            diagnose=False,
+        )
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)

@@ -89,13 +89,20 @@ def test_one_device_message_per_node() -> None:
 
 
 def test_document_describes_the_device_and_origin() -> None:
-    doc = discovery_document(settings(), "http://192.168.1.5:8099/")
+    doc = discovery_document(settings())
     assert doc["device"]["identifiers"] == ["pagecast_living-room"]
-    assert doc["device"]["configuration_url"] == "http://192.168.1.5:8099/"
     assert doc["device"]["sw_version"]
     assert doc["origin"]["name"] == "pagecast"
     assert doc["availability"] == [{"topic": "pagecast/living-room/availability"}]
-    assert "configuration_url" not in discovery_document(settings())["device"]
+
+
+def test_every_entity_carries_its_own_qos() -> None:
+    """HA 2025.4 copies only availability and topic options down from the device level."""
+    doc = discovery_document(settings())
+    inherited = {k: v for k, v in doc.items() if k == "availability" or k.endswith("topic")}
+    for key, component in doc["components"].items():
+        as_ha_sees_it = {**inherited, **component}
+        assert as_ha_sees_it.get("qos") == 1, key
 
 
 def test_unique_ids_are_stable_and_per_node() -> None:
@@ -111,7 +118,7 @@ def test_unique_ids_are_stable_and_per_node() -> None:
 def test_every_command_goes_to_the_agents_command_topics() -> None:
     components = discovery_document(settings())["components"]
     commands = [c["command_topic"] for c in components.values() if "command_topic" in c]
-    assert len(commands) == 3
+    assert len(commands) == 7  # page, quality, stop; volume, mute, reload, next
     assert all(topic.startswith("pagecast/living-room/cmd/") for topic in commands)
     platforms = {key: c["platform"] for key, c in components.items()}
     assert platforms == {
@@ -125,6 +132,10 @@ def test_every_command_goes_to_the_agents_command_topics() -> None:
         "quality": "select",
         "stop": "button",
         "screen": "camera",
+        "volume": "number",
+        "mute": "switch",
+        "reload": "button",
+        "next": "button",
     }
 
 
@@ -261,18 +272,29 @@ class HomeAssistantClient:
         return ha_state(component, message.payload)
 
     async def set_value(self, component: Mapping[str, Any], value: str) -> int:
-        """A user sets a text or select; its attributes are the last ~/status.
+        """A user sets a text, select or number; its attributes are the last ~/status.
+        Without a command template HA sends the value itself.
 
         Returns a mark: status_where(since=mark) sees only what followed.
         """
         mark = self.mqtt.mark()
-        payload = ha_command(component, value, self.last_status())
+        payload = (
+            ha_command(component, value, self.last_status())
+            if "command_template" in component
+            else value.encode()
+        )
         await self.mqtt.publish(component["command_topic"], payload, qos=1)
         return mark
 
     async def press(self, button: Mapping[str, Any]) -> int:
         mark = self.mqtt.mark()
         await self.mqtt.publish(button["command_topic"], button["payload_press"], qos=1)
+        return mark
+
+    async def switch(self, switch: Mapping[str, Any], on: bool) -> int:
+        mark = self.mqtt.mark()
+        payload = switch["payload_on" if on else "payload_off"]
+        await self.mqtt.publish(switch["command_topic"], payload, qos=1)
         return mark
 
     async def status_where(

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import StartAgent
 from support.agent_double import START_DELAY_ENV
+from support.logwatch import LogWatch
 from support.mqtt import CuttableLink, Mosquitto, free_port, probe
 
 from agent.config import Settings
@@ -33,8 +34,9 @@ async def test_broker_restart_agent_back_within_3s(
     async with start_agent(settings) as agent:
         async with probe(mosquitto.port, f"{root}/response/#") as client:
             started = await client.command(root, "start", "http://a/before")
-        mosquitto.kill()
-        await asyncio.sleep(1.0)  # the agent retries against a dead port meanwhile
+        with LogWatch("MQTT connect failed") as refused:
+            mosquitto.kill()
+            await refused.seen(2)  # the agent retries against a dead port meanwhile
         mosquitto.start()
         async with probe(mosquitto.port, f"{root}/#") as client:
             online = await client.wait_for(
@@ -167,8 +169,9 @@ async def test_shutdown_while_the_broker_is_down(
     async with start_agent(agent_settings()) as agent:
         async with probe(mosquitto.port, f"{agent.root}/response/#") as client:
             await client.command(agent.root, "start", "http://a/down")
-        mosquitto.kill()
-        await asyncio.sleep(0.3)
+        with LogWatch("MQTT connection lost") as lost:
+            mosquitto.kill()
+            await lost.seen()
         began = time.monotonic()
         await agent.stop()
         assert time.monotonic() - began < 5

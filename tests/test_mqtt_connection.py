@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from conftest import StartAgent
 from support.agent_double import DoubleFactory
+from support.logwatch import LogWatch
 from support.mqtt import Mosquitto, probe
 
 from agent.app import run_agent
@@ -91,8 +92,9 @@ async def test_refused_login_keeps_retrying_without_crashing(
     broker, cert = tls_broker
     settings = _tls_settings(broker, cert, "wrong")
     stop = asyncio.Event()
-    agent = asyncio.create_task(run_agent(settings, session_factory=DoubleFactory(), stop=stop))
-    await asyncio.sleep(1.0)  # several refused attempts at 0.1-0.4 s
+    with LogWatch("MQTT connect failed") as refused:
+        agent = asyncio.create_task(run_agent(settings, session_factory=DoubleFactory(), stop=stop))
+        await refused.seen(3)  # refused again and again, at 0.1-0.4 s
     assert not agent.done()
     log = (broker.directory / "mosquitto.log").read_text()
     assert log.count("not authorised") >= 2  # it kept trying

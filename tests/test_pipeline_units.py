@@ -34,8 +34,6 @@ def test_playlist_parsing() -> None:
     assert playlist.segments == ("seg41.ts", "seg42.ts")
     assert playlist.durations == (1.0, 0.5)
     assert playlist.last_sequence == 42
-    assert not playlist.ended
-    assert parse_playlist(PLAYLIST + "#EXT-X-ENDLIST\n").ended
     assert parse_playlist("#EXTM3U\n").last_sequence is None
 
 

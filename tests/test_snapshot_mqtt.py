@@ -23,6 +23,7 @@ JPEG = b"\xff\xd8"  # start of image
 
 JPEG_A = b"\xff\xd8 first \xff\xd9"
 JPEG_B = b"\xff\xd8 second \xff\xd9"
+JPEG_C = b"\xff\xd8 third \xff\xd9"
 
 
 @contextlib.asynccontextmanager
@@ -32,7 +33,7 @@ async def forwarding(snapshots: Broadcast[bytes]) -> AsyncIterator[RecordingPubl
     extension = SnapshotPublisher(snapshots, lambda: None)
     runner = asyncio.create_task(extension.run(publisher))
     try:
-        await asyncio.sleep(0)  # let it subscribe
+        await asyncio.sleep(0)  # one turn: run() subscribes before its first await
         yield publisher
     finally:
         runner.cancel()
@@ -54,8 +55,11 @@ async def test_a_backlog_collapses_to_the_newest_picture() -> None:
         snapshots.publish(JPEG_A)
         snapshots.publish(JPEG_B)
         await asyncio.wait_for(publisher.changed.wait(), 2)
-        await asyncio.sleep(0.05)
-        assert [payload for _, payload, _ in publisher.published] == [JPEG_B]
+        # A later picture goes out after anything still pending: A was dropped, not late.
+        publisher.changed.clear()
+        snapshots.publish(JPEG_C)
+        await asyncio.wait_for(publisher.changed.wait(), 2)
+        assert [payload for _, payload, _ in publisher.published] == [JPEG_B, JPEG_C]
 
 
 async def test_a_reconnect_republishes_the_latest_picture() -> None:

@@ -25,12 +25,14 @@ class DoubleSession:
     hold_start: bool
     fail_with: PagecastError | None = None
     released: asyncio.Event = field(default_factory=asyncio.Event)
+    called: asyncio.Event = field(default_factory=asyncio.Event)  # set on every call
     calls: list[str] = field(default_factory=list)
     alive: bool = False
     successor: StreamRequest | None = None
 
     async def start(self) -> None:
         self.calls.append("start")
+        self.called.set()
         self.alive = True
         await asyncio.sleep(0)  # real sessions always yield at least once
         if self.hold_start:
@@ -71,11 +73,14 @@ class Factory:
         self.sessions: list[DoubleSession] = []
         self.hold_start = False
         self.fail_with: PagecastError | None = None
+        self.called = asyncio.Event()
 
     def __call__(
         self, session_id: str, request: StreamRequest, listener: SessionListener
     ) -> DoubleSession:
-        session = DoubleSession(session_id, request, listener, self.hold_start, self.fail_with)
+        session = DoubleSession(
+            session_id, request, listener, self.hold_start, self.fail_with, called=self.called
+        )
         self.sessions.append(session)
         return session
 
@@ -103,6 +108,15 @@ class Harness:
         while not self.events.empty():
             out.append(self.events.get_nowait())
         return out
+
+
+async def start_called(factory: Factory, index: int = 0) -> DoubleSession:
+    """Session ``index`` once the supervisor made it and called its start()."""
+    async with asyncio.timeout(5):
+        while not (len(factory.sessions) > index and "start" in factory.sessions[index].calls):
+            factory.called.clear()
+            await factory.called.wait()
+    return factory.sessions[index]
 
 
 @pytest.fixture
@@ -149,7 +163,7 @@ async def test_start_then_stop(harness: Harness) -> None:
 async def test_start_reports_starting_before_streaming(harness: Harness) -> None:
     harness.factory.hold_start = True
     harness.supervisor.start(req())
-    await asyncio.sleep(0.01)
+    await start_called(harness.factory)
     assert harness.supervisor.status.state is State.STARTING
     harness.factory.sessions[0].released.set()
     await harness.settle()
@@ -232,9 +246,9 @@ async def test_new_quality_restarts_the_session(harness: Harness) -> None:
 async def test_start_while_starting_cancels_the_start_in_flight(harness: Harness) -> None:
     harness.factory.hold_start = True
     harness.supervisor.start(req(quality="720p"))
-    await asyncio.sleep(0.01)
+    await start_called(harness.factory)
     second = harness.supervisor.start(req(quality="1080p"))
-    await asyncio.sleep(0.01)
+    await start_called(harness.factory, 1)
     first_session, second_session = harness.factory.sessions
     assert first_session.calls == ["start", "stop"]
     assert not first_session.alive
@@ -247,7 +261,7 @@ async def test_start_while_starting_cancels_the_start_in_flight(harness: Harness
 async def test_stop_pre_empts_a_pending_start(harness: Harness) -> None:
     harness.factory.hold_start = True
     harness.supervisor.start(req())
-    await asyncio.sleep(0.01)
+    await start_called(harness.factory)
     assert harness.supervisor.stop() is True
     await harness.settle()
     assert harness.supervisor.status.state is State.IDLE
@@ -359,7 +373,7 @@ async def test_shutdown_stops_the_stream() -> None:
     supervisor = Supervisor(factory)
     task = asyncio.create_task(supervisor.run())
     supervisor.start(req())
-    await asyncio.sleep(0.01)
+    await start_called(factory)
     await asyncio.wait_for(supervisor.shutdown(), 5)
     assert supervisor.status.state is State.IDLE
     assert not factory.sessions[0].alive
@@ -373,7 +387,7 @@ async def test_cancelling_the_worker_mid_start_cleans_up() -> None:
     supervisor = Supervisor(factory)
     task = asyncio.create_task(supervisor.run())
     supervisor.start(req())
-    await asyncio.sleep(0.01)
+    await start_called(factory)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert factory.sessions[0].calls == ["start", "stop"]
@@ -386,8 +400,10 @@ async def test_cancel_landing_as_work_completes_still_ends_the_worker(yields: in
     factory = Factory()
     supervisor = Supervisor(factory)
     task = asyncio.create_task(supervisor.run())
-    supervisor.start(req())
-    await asyncio.sleep(0.01)
+    with supervisor.status_changes.subscribe() as statuses:
+        supervisor.start(req())
+        while (await asyncio.wait_for(statuses.get(), 5)).state is not State.STREAMING:
+            pass
     supervisor.start(req(quality="1080p"))  # a restart, not an in-place switch
     for _ in range(yields):
         await asyncio.sleep(0)

@@ -67,24 +67,43 @@ async def test_stream_files_have_their_content_types_and_cors(
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
         "/stream/",
         "/stream/wrong-token/index.m3u8",
         f"/stream/{TOKEN}/missing.ts",
         f"/stream/{TOKEN}/snapshot.jpg",  # in the directory, but not a stream file
         f"/stream/{TOKEN}/..%2Fsecret.txt",
         f"/stream/{TOKEN}/%2E%2E/secret.txt",
-        f"/stream/{TOKEN}/../secret.txt",
         f"/stream/{TOKEN}/..",
-        "/stream/../secret.txt",
-        "/secret.txt",
+        f"/stream/{TOKEN}/../secret.txt",
     ],
 )
-async def test_everything_else_is_404_with_cors(server: tuple[WebServer, str], path: str) -> None:
+async def test_everything_else_under_stream_is_404_with_cors(
+    server: tuple[WebServer, str], path: str
+) -> None:
+    """A player asking for a segment that is gone must see the 404, not a CORS error."""
     _, base = server
     status, headers, body = await get(base + path)
     assert status == 404
     assert b"do not serve" not in body
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("path", ["/", "/stream/../secret.txt", "/secret.txt"])
+async def test_other_paths_are_404_without_cors(server: tuple[WebServer, str], path: str) -> None:
+    _, base = server
+    status, headers, body = await get(base + path)
+    assert status == 404
+    assert b"do not serve" not in body
+    assert "Access-Control-Allow-Origin" not in headers
+
+
+async def test_a_segment_deleted_after_it_was_listed_is_404(
+    server: tuple[WebServer, str], tmp_path: Path
+) -> None:
+    _, base = server
+    (tmp_path / "stream" / "seg7.ts").unlink()
+    status, headers, _ = await get(f"{base}/stream/{TOKEN}/seg7.ts")
+    assert status == 404
     assert headers["Access-Control-Allow-Origin"] == "*"
 
 
@@ -99,16 +118,18 @@ async def test_health_snapshot_and_added_routes(server: tuple[WebServer, str]) -
     web_server, base = server
     status, headers, body = await get(f"{base}/healthz")
     assert (status, body) == (200, b'{"ok": true}')
-    assert headers["Access-Control-Allow-Origin"] == "*"
-    status, _, _ = await get(f"{base}/snapshot.jpg")
+    assert "Access-Control-Allow-Origin" not in headers  # probes are not pages
+    status, headers, _ = await get(f"{base}/snapshot.jpg")
     assert status == 404  # nothing streams
+    assert headers["Access-Control-Allow-Origin"] == "*"
     web_server.set_snapshot_source(lambda: b"\xff\xd8picture")
     status, headers, body = await get(f"{base}/snapshot.jpg")
     assert (status, body, headers["Content-Type"]) == (200, b"\xff\xd8picture", "image/jpeg")
     assert headers["Cache-Control"] == "no-store"
+    assert headers["Access-Control-Allow-Origin"] == "*"  # dashboards show it
     status, headers, body = await get(f"{base}/extra")
     assert (status, body) == (200, b'{"extra": true}')
-    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in headers  # added routes (the webhook) get none
 
 
 async def test_http_port_zero_picks_a_free_port() -> None:

@@ -7,6 +7,7 @@ transports are driven by a real client of their own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,30 @@ async def test_every_route_needs_the_token(
                 "error": {"code": "UNAUTHORIZED", "message": "missing or wrong bearer token"},
             }
         assert agent.factory.sessions == []
+
+
+async def test_webhook_answers_carry_no_cors(
+    mosquitto: Mosquitto, webhook_settings: Callable[..., Settings]
+) -> None:
+    """Only the streams are for any origin: no page a browser shows may read these answers."""
+    page = {"Origin": "http://some-page.test"}
+    async with running(webhook_settings(), mosquitto) as agent:
+        for method, path, headers in [
+            ("POST", "/start", {**AUTH, **page}),
+            ("POST", "/start", page),
+            ("GET", "/status", {**AUTH, **page}),
+            ("GET", "/health", {**AUTH, **page}),
+            ("POST", "/stop", {**AUTH, **page}),
+            ("OPTIONS", "/start", {**page, "Access-Control-Request-Method": "POST"}),
+        ]:
+            body = json.dumps({"url": "http://x.test/"}) if path == "/start" else None
+            async with agent.http.request(
+                method, agent.base + path, data=body, headers=headers
+            ) as response:
+                assert response.status < 500, (method, path)
+                cors = {k for k in response.headers if k.lower().startswith("access-control-")}
+                assert not cors, (method, path)
+        assert len(agent.factory.sessions) == 1  # the authorized start did run
 
 
 async def test_http_and_mqtt_drive_the_same_supervisor(
@@ -178,6 +203,7 @@ async def test_the_agent_serves_the_webhook_beside_its_streams(
             assert health.status == 200  # the container probe needs no token
         async with http.post(f"{base}/start", json={"url": page}, headers=AUTH) as response:
             assert response.status == 200
+            assert "Access-Control-Allow-Origin" not in response.headers  # streams only
             started = await response.json()
         status = await mqtt.wait_json(
             f"{root}/status", lambda s: s["state"] == "streaming", within=30

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from loguru import logger
 
@@ -22,6 +23,7 @@ from agent.commands.parse import (
 )
 from agent.config import Settings
 from agent.errors import ErrorCode, ErrorInfo, PagecastError
+from agent.redact import redact_url
 from agent.supervisor.session import StreamRequest
 from agent.supervisor.supervisor import Supervisor
 
@@ -132,7 +134,7 @@ class Dispatcher:
             return None
 
     async def _start(self, data: Payload, request_id: str | None) -> Response:
-        return self._accept("start", parse_start(data, self._settings))
+        return self._accept("start", self._unmasked(parse_start(data, self._settings)))
 
     async def _scene(self, data: Payload, request_id: str | None) -> Response:
         return self._accept("scene", parse_scene(data, self._settings))
@@ -186,3 +188,14 @@ class Dispatcher:
             session_id=status.session_id,
             status=status.to_payload(),
         )
+
+    def _unmasked(self, request: StreamRequest) -> StreamRequest:
+        """The URL on screen for a start that names it as published, with its password masked.
+
+        Home Assistant's quality select (and any client echoing ``status.url``) sends the URL
+        back as it saw it; loading that would fail to log in.
+        """
+        current = self._supervisor.status.url
+        if current and request.url != current and request.url == redact_url(current):
+            return replace(request, url=current)
+        return request

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
-import math
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
 
-from agent.commands.models import StartCommand, StopCommand, VolumeCommand
+from agent.commands.models import MAX_ID_LENGTH, StartCommand, StopCommand, VolumeCommand
 from agent.config import Settings
 from agent.errors import ErrorCode, PagecastError
 from agent.supervisor.session import RotationPage, StreamRequest
@@ -29,9 +36,14 @@ _FIELD_CODES = {
     "quality": ErrorCode.UNKNOWN_QUALITY,
     "rotate_s": ErrorCode.INVALID_DURATION,
 }
+# What a field takes, said after pydantic's own message ("Input should be greater than 0").
+_FIELD_HINTS = {
+    "duration": f"seconds, > 0 and <= {MAX_DURATION_S} (7 days), or null",
+}
 
 Payload = dict[str, Any] | str | None
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def _invalid(message: str) -> NoReturn:
@@ -79,9 +91,40 @@ def request_id_of(data: Payload) -> str | None:
     """The sender's ``id`` if it is usable, so that even an error answer can carry it."""
     if isinstance(data, dict):
         value = data.get("id")
-        if isinstance(value, str) and 0 < len(value) <= 128:
+        if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
             return value
     return None
+
+
+def _http_url(url: str) -> str:
+    """An absolute http(s) URL with a host, read as ``urlsplit`` (and Chromium) read it.
+
+    pydantic's HttpUrl would normalise the URL (status must show what was sent) and accepts
+    what Chromium would read differently (``http:///dash`` as host ``dash``, inner spaces).
+    """
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise ValueError("url contains whitespace or control chars")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ValueError(f"url cannot be parsed: {exc}") from None
+    scheme = parts.scheme.lower()
+    if not scheme:
+        raise ValueError(f"{url!r} is relative; give an absolute http(s) URL")
+    if scheme not in ALLOWED_SCHEMES:
+        raise ValueError(f"scheme {scheme!r} is not allowed; only http and https are")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    return url
+
+
+HttpUrlText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_URL_LENGTH),
+    AfterValidator(_http_url),
+]
+Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)]
 
 
 def _validate(model: type[M], data: dict[str, Any]) -> M:
@@ -95,47 +138,36 @@ def _validate(model: type[M], data: dict[str, Any]) -> M:
             _invalid(f"unknown key {key!r} (known keys: {known})")
         if first["type"] == "missing":
             _invalid(f"{key}: required")
-        code = _FIELD_CODES.get(str(first["loc"][0]), ErrorCode.INVALID_PAYLOAD)
-        raise PagecastError(code, f"{key}: {first['msg']}") from None
+        raise _field_error(str(first["loc"][0]), key, first) from None
+
+
+def _field_error(field: str, key: str, error: ErrorDetails) -> PagecastError:
+    code = _FIELD_CODES.get(field, ErrorCode.INVALID_PAYLOAD)
+    if error["type"] == "value_error":  # our own check: its message says it all
+        return PagecastError(code, str(error.get("ctx", {}).get("error")))
+    hint = f" (expected {_FIELD_HINTS[field]})" if field in _FIELD_HINTS else ""
+    return PagecastError(code, f"{key}: {error['msg']}{hint}")
+
+
+def _checked(adapter: TypeAdapter[T], value: object, field: str) -> T:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise _field_error(field, field, exc.errors()[0]) from None
+
+
+_URL: TypeAdapter[str] = TypeAdapter(HttpUrlText)
+_DURATION: TypeAdapter[float | None] = TypeAdapter(Seconds | None)
 
 
 def check_url(url: str) -> str:
     """An absolute http(s) URL with a host; every other scheme or shape is INVALID_URL."""
-    url = url.strip()
-    if not url:
-        raise PagecastError(ErrorCode.INVALID_URL, "url is empty")
-    if len(url) > MAX_URL_LENGTH:
-        raise PagecastError(ErrorCode.INVALID_URL, f"url is longer than {MAX_URL_LENGTH}")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise PagecastError(ErrorCode.INVALID_URL, "url contains whitespace or control chars")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises on a non-numeric or out-of-range port
-    except ValueError as exc:
-        raise PagecastError(ErrorCode.INVALID_URL, f"url cannot be parsed: {exc}") from None
-    scheme = parts.scheme.lower()
-    if not scheme:
-        raise PagecastError(
-            ErrorCode.INVALID_URL, f"{url!r} is relative; give an absolute http(s) URL"
-        )
-    if scheme not in ALLOWED_SCHEMES:
-        raise PagecastError(
-            ErrorCode.INVALID_URL, f"scheme {scheme!r} is not allowed; only http and https are"
-        )
-    if not parts.hostname:
-        raise PagecastError(ErrorCode.INVALID_URL, f"{url!r} has no host")
-    return url
+    return _checked(_URL, url, "url")
 
 
 def check_duration(duration: float | None) -> float | None:
-    if duration is None:
-        return None
-    if not math.isfinite(duration) or duration <= 0 or duration > MAX_DURATION_S:
-        raise PagecastError(
-            ErrorCode.INVALID_DURATION,
-            f"duration must be > 0 and <= {MAX_DURATION_S} seconds (7 days), or null",
-        )
-    return duration
+    """> 0 and <= 7 days, or None; anything else is INVALID_DURATION."""
+    return _checked(_DURATION, duration, "duration")
 
 
 def parse_start(data: Payload, settings: Settings) -> StreamRequest:

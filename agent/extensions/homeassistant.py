@@ -3,8 +3,9 @@
 One retained device-based message at ``<prefix>/device/<node_id>/config`` describes every
 entity; HA then reads the agent's ordinary topics (``~/status``, ``~/heartbeat``,
 ``~/snapshot``) and sends ordinary commands to ``~/cmd/...``, so HA is just another client of
-the topic contract. Disabled, the agent publishes an empty retained config, which makes HA
-remove the device and its entities.
+the topic contract. The entities are the rows of ``ENTITIES``: adding an entity is adding a
+row. Disabled, the agent publishes an empty retained config, which makes HA remove the device
+and its entities.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -29,6 +31,8 @@ BIRTH_PAYLOAD = b"online"
 REPUBLISH_DELAY_S = (1.0, 5.0)
 # HA keeps a sensor's state to 255 characters; a longer one would be rejected outright.
 MAX_STATE = 255
+# Commands from HA and the states it reads must not be lost on a flaky link.
+QOS = 1
 
 
 def discovery_topic(settings: Settings) -> str:
@@ -40,127 +44,249 @@ def _truncated(text: str, present: str) -> str:
     return f"{{{{ ({text})[:{MAX_STATE}] if {present} else None }}}}"
 
 
-def discovery_document(settings: Settings, configuration_url: str | None = None) -> dict[str, Any]:
-    """The device-based discovery payload; unique_ids depend on the node id only."""
-    topics = Topics.of(settings)
-    node = settings.node_id
-    # A JSON "null" renders as None, which HA reads as "unknown" rather than a state.
-    components: dict[str, dict[str, Any]] = {
-        "state": {
-            "platform": "sensor",
-            "name": "State",
+Option = object | Callable[[Settings], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """One row of the entity table: an HA component that reads or drives the agent's topics.
+
+    In ``options``, a value under a key ending in ``topic`` is a topic relative to ``~``
+    (``"status"``, ``"cmd/start"``); a callable is given the settings. Everything else is
+    copied as it is.
+    """
+
+    key: str
+    platform: str
+    name: str
+    icon: str | None
+    options: Mapping[str, Option]
+    diagnostic: bool = False
+    # Only announced when this holds for the settings (None: always).
+    when: Callable[[Settings], bool] | None = None
+
+
+# Most entities render ~/status; a JSON "null" there renders as None, which HA reads as
+# "unknown" rather than a state.
+_STATUS: Mapping[str, Option] = {"state_topic": "status"}
+# The whole status as attributes: the text and select command templates read them.
+_ATTRIBUTES: Mapping[str, Option] = {"json_attributes_topic": "status"}
+
+ENTITIES: tuple[Entity, ...] = (
+    Entity(
+        "state",
+        "sensor",
+        "State",
+        "mdi:cast",
+        {
+            **_STATUS,
+            **_ATTRIBUTES,
+            "value_template": "{{ value_json.state }}",
             "device_class": "enum",
             "options": [state.value for state in State],
-            "state_topic": topics.status,
-            "value_template": "{{ value_json.state }}",
-            "json_attributes_topic": topics.status,
-            "icon": "mdi:cast",
         },
-        "player_state": {
-            "platform": "sensor",
-            "name": "Player state",
-            "state_topic": topics.status,
-            "value_template": "{{ value_json.player_state }}",
-            "icon": "mdi:play-pause",
-        },
-        "url": {
-            "platform": "sensor",
-            "name": "URL",
-            "state_topic": topics.status,
-            "value_template": _truncated("value_json.url", "value_json.url"),
-            "entity_category": "diagnostic",
-            "icon": "mdi:web",
-        },
-        "last_error": {
-            "platform": "sensor",
-            "name": "Last error",
-            "state_topic": topics.status,
+    ),
+    Entity(
+        "player_state",
+        "sensor",
+        "Player state",
+        "mdi:play-pause",
+        {**_STATUS, "value_template": "{{ value_json.player_state }}"},
+    ),
+    Entity(
+        "url",
+        "sensor",
+        "URL",
+        "mdi:web",
+        {**_STATUS, "value_template": _truncated("value_json.url", "value_json.url")},
+        diagnostic=True,
+    ),
+    Entity(
+        "last_error",
+        "sensor",
+        "Last error",
+        "mdi:alert-circle-outline",
+        {
+            **_STATUS,
             "value_template": _truncated(
                 "value_json.error.code ~ ': ' ~ value_json.error.message", "value_json.error"
             ),
-            "entity_category": "diagnostic",
-            "icon": "mdi:alert-circle-outline",
         },
-        # A timestamp: HA shows it as a live countdown ("in 4 minutes") without us publishing
-        # every second.
-        "remaining": {
-            "platform": "sensor",
-            "name": "Ends",
-            "device_class": "timestamp",
-            "state_topic": topics.status,
-            "value_template": "{{ value_json.ends_at }}",
-            "icon": "mdi:timer-sand",
-        },
-        "uptime": {
-            "platform": "sensor",
-            "name": "Uptime",
+        diagnostic=True,
+    ),
+    # A timestamp: HA shows it as a live countdown ("in 4 minutes") without us publishing
+    # every second.
+    Entity(
+        "remaining",
+        "sensor",
+        "Ends",
+        "mdi:timer-sand",
+        {**_STATUS, "device_class": "timestamp", "value_template": "{{ value_json.ends_at }}"},
+    ),
+    Entity(
+        "uptime",
+        "sensor",
+        "Uptime",
+        None,
+        {
+            "state_topic": "heartbeat",
+            "value_template": "{{ value_json.uptime_s | round(0) | int }}",
             "device_class": "duration",
             "unit_of_measurement": "s",
-            "state_topic": topics.heartbeat,
-            "value_template": "{{ value_json.uptime_s | round(0) | int }}",
             # Missing heartbeats mean the agent is gone even if its will never fired.
-            "expire_after": math.ceil(settings.mqtt.heartbeat_interval * 3),
-            "entity_category": "diagnostic",
+            "expire_after": lambda s: math.ceil(s.mqtt.heartbeat_interval * 3),
         },
-        # Setting the text starts that page, at the quality of what is showing now.
-        "page": {
-            "platform": "text",
-            "name": "Page",
+        diagnostic=True,
+    ),
+    # Setting the text starts that page, at the quality of what is showing now.
+    Entity(
+        "page",
+        "text",
+        "Page",
+        "mdi:web",
+        {
+            **_STATUS,
+            **_ATTRIBUTES,
+            "value_template": f"{{{{ (value_json.url or '')[:{MAX_STATE}] }}}}",
             "mode": "text",
             "max": MAX_STATE,
-            "command_topic": topics.command("start"),
+            "command_topic": "cmd/start",
             "command_template": (
                 "{{ {'url': value, 'quality': this.attributes.get('quality')} | tojson }}"
             ),
-            "state_topic": topics.status,
-            "value_template": f"{{{{ (value_json.url or '')[:{MAX_STATE}] }}}}",
-            "json_attributes_topic": topics.status,
-            "icon": "mdi:web",
         },
-        # Choosing a quality restarts the page that is showing at that quality.
-        "quality": {
-            "platform": "select",
-            "name": "Quality",
-            "options": list(settings.qualities),
-            "command_topic": topics.command("start"),
+    ),
+    # Choosing a quality restarts the page that is showing at that quality.
+    Entity(
+        "quality",
+        "select",
+        "Quality",
+        "mdi:quality-high",
+        {
+            **_STATUS,
+            **_ATTRIBUTES,
+            "value_template": "{{ value_json.quality }}",
+            "options": lambda s: list(s.qualities),
+            "command_topic": "cmd/start",
             "command_template": (
                 "{{ {'url': this.attributes.get('url'), 'quality': value} | tojson }}"
             ),
-            "state_topic": topics.status,
-            "value_template": "{{ value_json.quality }}",
-            "json_attributes_topic": topics.status,
-            "icon": "mdi:quality-high",
         },
-        "stop": {
-            "platform": "button",
-            "name": "Stop",
-            "command_topic": topics.command("stop"),
-            "payload_press": "{}",
-            "icon": "mdi:stop",
+    ),
+    Entity(
+        "stop", "button", "Stop", "mdi:stop", {"command_topic": "cmd/stop", "payload_press": "{}"}
+    ),
+    Entity("screen", "camera", "Screen", None, {"topic": "snapshot"}),
+    # Scenes, volume and the rotation (issue 10): ordinary commands on ~/cmd/scene, volume,
+    # reload and next. The scene select exists only when scenes are configured (HA refuses a
+    # select without options).
+    Entity(
+        "scene",
+        "select",
+        "Scene",
+        "mdi:palette-outline",
+        {
+            **_STATUS,
+            # "None" (no scene on screen) is HA's "no option selected".
+            "value_template": "{{ value_json.scene }}",
+            "options": lambda s: sorted(s.scenes),
+            "command_topic": "cmd/scene",
         },
-        "screen": {
-            "platform": "camera",
-            "name": "Screen",
-            "topic": topics["snapshot"],
+        when=lambda s: bool(s.scenes),
+    ),
+    Entity(
+        "volume",
+        "number",
+        "Volume",
+        "mdi:volume-high",
+        {
+            **_STATUS,
+            "value_template": "{{ value_json.volume }}",
+            "min": 0,
+            "max": 1,
+            "step": 0.05,
+            "mode": "slider",
+            "command_topic": "cmd/volume",
+            "command_template": '{"level": {{ value }}}',
         },
+    ),
+    Entity(
+        "mute",
+        "switch",
+        "Mute",
+        "mdi:volume-off",
+        {
+            **_STATUS,
+            "value_template": "{{ value_json.muted }}",
+            "state_on": "True",
+            "state_off": "False",
+            "command_topic": "cmd/volume",
+            "payload_on": '{"muted": true}',
+            "payload_off": '{"muted": false}',
+        },
+    ),
+    Entity(
+        "reload",
+        "button",
+        "Reload",
+        "mdi:reload",
+        {"command_topic": "cmd/reload", "payload_press": "{}"},
+    ),
+    Entity(
+        "next",
+        "button",
+        "Next page",
+        "mdi:skip-next",
+        {"command_topic": "cmd/next", "payload_press": "{}"},
+    ),
+)
+
+
+def _option(key: str, value: Option, settings: Settings, topics: Topics) -> object:
+    if callable(value):
+        return value(settings)
+    if key.endswith("topic") and isinstance(value, str):
+        return topics[value]
+    return value
+
+
+def component(entity: Entity, settings: Settings) -> dict[str, Any]:
+    """The discovery config of one entity; its unique_id depends on the node id only."""
+    topics = Topics.of(settings)
+    config: dict[str, Any] = {
+        "platform": entity.platform,
+        "name": entity.name,
+        "unique_id": f"pagecast_{settings.node_id}_{entity.key}",
+        # Per component: HA (2025.4) copies only availability and topic options down from the
+        # device level, so a device-level qos would leave every entity at QoS 0.
+        "qos": QOS,
     }
-    for key, component in components.items():
-        component["unique_id"] = f"pagecast_{node}_{key}"
-    device: dict[str, Any] = {
-        "identifiers": [f"pagecast_{node}"],
-        "name": f"pagecast {node}",
-        "manufacturer": "pagecast",
-        "model": "pagecast agent",
-        "sw_version": __version__,
-    }
-    if configuration_url:
-        device["configuration_url"] = configuration_url
+    config.update({k: _option(k, v, settings, topics) for k, v in entity.options.items()})
+    if entity.icon is not None:
+        config["icon"] = entity.icon
+    if entity.diagnostic:
+        config["entity_category"] = "diagnostic"
+    return config
+
+
+def discovery_document(settings: Settings) -> dict[str, Any]:
+    """The device-based discovery payload: the device, and one component per entity."""
+    node = settings.node_id
     return {
-        "device": device,
+        "device": {
+            "identifiers": [f"pagecast_{node}"],
+            "name": f"pagecast {node}",
+            "manufacturer": "pagecast",
+            "model": "pagecast agent",
+            "sw_version": __version__,
+        },
         "origin": {"name": "pagecast", "sw_version": __version__},
-        "availability": [{"topic": topics.availability}],
-        "qos": 1,
-        "components": components,
+        "availability": [{"topic": Topics.of(settings).availability}],
+        "components": {
+            entity.key: component(entity, settings)
+            for entity in ENTITIES
+            if entity.when is None or entity.when(settings)
+        },
     }
 
 
@@ -172,13 +298,12 @@ class HomeAssistantDiscovery:
     def __init__(
         self,
         settings: Settings,
-        configuration_url: str | None = None,
         delay_s: tuple[float, float] = REPUBLISH_DELAY_S,
     ) -> None:
         self._settings = settings
         self._enabled = settings.homeassistant.enabled
         self._topic = discovery_topic(settings)
-        self._document = discovery_document(settings, configuration_url)
+        self._document = discovery_document(settings)
         self._delay_s = delay_s
         self._birth = asyncio.Event()
 

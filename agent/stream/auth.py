@@ -1,16 +1,47 @@
 """Auth profiles: credentials bound to one origin, applied to a fresh browser context.
 
+"One origin" is scheme, host and port. Headers and basic credentials are scoped to it by
+Playwright; cookies are not by default, because browsers scope a cookie to its host (RFC 6265):
+``http://host:8123``'s cookie would also go to ``http://host:9000``. Chromium's scheme- and
+port-bound cookies close that gap for cookies that carry the scheme and port they came from,
+so the profile's cookies are set over CDP with both, in a browser launched with those
+features (``cookie_features``). The page still sees its cookies the normal way
+(``document.cookie`` unless ``http_only``, WebSockets, service workers).
+
 Nothing here logs a value; profiles are referred to by name only.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
-from playwright.async_api import BrowserContext, Route
+from loguru import logger
+from playwright.async_api import BrowserContext, CDPSession, Route
 
 from agent.config import AuthProfile
+
+# Chromium reads only the last --enable-features switch (Playwright passes its own first,
+# which ours replaces): every feature the browser needs must be in this one.
+_ENABLE_FEATURES = "--enable-features="
+_ORIGIN_BOUND_COOKIES = ("EnableSchemeBoundCookies", "EnablePortBoundCookies")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def cookie_features(args: Sequence[str]) -> list[str]:
+    """``args`` with the origin-bound cookie features merged into one ``--enable-features``."""
+    others = [arg for arg in args if not arg.startswith(_ENABLE_FEATURES)]
+    wanted = [
+        feature
+        for arg in args
+        if arg.startswith(_ENABLE_FEATURES)
+        for feature in arg.removeprefix(_ENABLE_FEATURES).split(",")
+        if feature
+    ]
+    features = dict.fromkeys([*wanted, *_ORIGIN_BOUND_COOKIES])
+    return [*others, _ENABLE_FEATURES + ",".join(features)]
 
 
 def context_options(profile: AuthProfile | None) -> dict[str, Any]:
@@ -28,22 +59,9 @@ def context_options(profile: AuthProfile | None) -> dict[str, Any]:
 
 
 async def apply(context: BrowserContext, profile: AuthProfile | None) -> None:
-    """Cookies, localStorage and headers of ``profile``, scoped to its origin."""
+    """localStorage and headers of ``profile``, scoped to its origin (before the first page)."""
     if profile is None:
         return
-    if profile.cookies:
-        await context.add_cookies(
-            [
-                {
-                    "name": cookie.name,
-                    "value": cookie.value.get_secret_value(),
-                    "url": profile.origin + cookie.path,
-                    "httpOnly": cookie.http_only,
-                    "secure": cookie.secure,
-                }
-                for cookie in profile.cookies
-            ]
-        )
     if profile.local_storage:
         items = {key: value.get_secret_value() for key, value in profile.local_storage.items()}
         # Runs before the page's own scripts, so an app like Home Assistant finds its token.
@@ -63,3 +81,33 @@ async def apply(context: BrowserContext, profile: AuthProfile | None) -> None:
         # Only requests to the profile's origin are intercepted: the headers (tokens) must not
         # leak to third-party hosts the page loads from.
         await context.route(profile.origin + "/**", add_headers)
+
+
+def _cookie_params(profile: AuthProfile) -> list[dict[str, Any]]:
+    origin = urlsplit(profile.origin)
+    port = origin.port or _DEFAULT_PORTS[origin.scheme]
+    return [
+        {
+            "name": cookie.name,
+            "value": cookie.value.get_secret_value(),
+            "url": profile.origin + cookie.path,
+            "path": cookie.path,
+            "httpOnly": cookie.http_only,
+            "secure": cookie.secure,
+            # What makes it an origin's cookie rather than a host's (with cookie_features).
+            "sourceScheme": "Secure" if origin.scheme == "https" else "NonSecure",
+            "sourcePort": port,
+        }
+        for cookie in profile.cookies
+    ]
+
+
+async def add_cookies(cdp: CDPSession, profile: AuthProfile | None) -> None:
+    """The profile's cookies, for its origin only, in the context of ``cdp``'s page."""
+    if profile is None:
+        return
+    for cookie, params in zip(profile.cookies, _cookie_params(profile), strict=True):
+        result = await cdp.send("Network.setCookie", params)
+        if not result.get("success", True):
+            # E.g. a secure cookie for an http origin: the page will likely ask to log in.
+            logger.warning("auth profile cookie {!r} was refused by Chromium", cookie.name)

@@ -85,8 +85,7 @@ class StreamBackend:
         playwright = await self._playwright_cm.__aenter__()
         self._screens = ScreenKeeper(playwright, self._settings.browser)
         if self._settings.browser.keep_warm:
-            preset = self._settings.qualities[self._settings.stream.default_quality]
-            geometry = Geometry(preset.width, preset.height, preset.zoom, preset.fps)
+            geometry = Geometry.of(self._settings.qualities[self._settings.stream.default_quality])
             # In the background: the agent comes online at once; a start waits for the screen.
             self._warming = asyncio.create_task(self._warm(geometry), name="warm-screen")
 

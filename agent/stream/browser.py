@@ -10,7 +10,7 @@ from loguru import logger
 from playwright.async_api import Browser as PlaywrightBrowser
 from playwright.async_api import BrowserContext, Page, Playwright
 
-from agent.config import AuthProfile, BrowserSettings
+from agent.config import AuthProfile, BrowserSettings, QualityPreset
 from agent.errors import ErrorCode, PagecastError
 from agent.stream import auth
 from agent.stream.process import start_owned
@@ -26,6 +26,10 @@ class Geometry:
     height: int
     zoom: float
     fps: int
+
+    @classmethod
+    def of(cls, preset: QualityPreset) -> Geometry:
+        return cls(preset.width, preset.height, preset.zoom, preset.fps)
 
 
 def sandbox_enabled(settings: BrowserSettings) -> bool:
@@ -55,7 +59,7 @@ def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
         "--disable-background-timer-throttling",
         "--disable-renderer-backgrounding",
         "--disable-backgrounding-occluded-windows",
-        *settings.extra_args,
+        *auth.cookie_features(settings.extra_args),
     ]
 
 
@@ -106,9 +110,10 @@ class Browser:
                 await context.add_init_script(_FRAME_LIMIT.replace("FPS", str(self.geometry.fps)))
             await auth.apply(context, profile)
             page = await context.new_page()
+            cdp = await context.new_cdp_session(page)
+            await auth.add_cookies(cdp, profile)
             # Windows of new contexts are normal windows with a toolbar even in kiosk mode;
             # fullscreen hides all browser UI and pins the window to (0,0).
-            cdp = await context.new_cdp_session(page)
             window = await cdp.send("Browser.getWindowForTarget")
             await cdp.send(
                 "Browser.setWindowBounds",

@@ -8,6 +8,10 @@ from pathlib import Path
 MASTER_PLAYLIST = "index.m3u8"
 MEDIA_PLAYLIST = "media.m3u8"
 SEGMENT_PATTERN = "seg%d.ts"
+# What HTTP serves and the Cast LOAD announces. Set by hand: Python's mimetypes (so aiohttp's
+# default) calls .ts "text/vnd.trolltech.linguist" (Qt translations).
+HLS_CONTENT_TYPE = "application/vnd.apple.mpegurl"
+SEGMENT_CONTENT_TYPE = "video/mp2t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +19,6 @@ class Playlist:
     media_sequence: int
     segments: tuple[str, ...]
     durations: tuple[float, ...]
-    ended: bool
 
     @property
     def last_sequence(self) -> int | None:
@@ -35,7 +38,7 @@ def parse_playlist(text: str) -> Playlist:
             durations.append(float(line[8:].split(",", 1)[0]))
         elif line and not line.startswith("#"):
             segments.append(line)
-    return Playlist(sequence, tuple(segments), tuple(durations), "#EXT-X-ENDLIST" in text)
+    return Playlist(sequence, tuple(segments), tuple(durations))
 
 
 def read_playlist(directory: Path) -> Playlist | None:

@@ -114,9 +114,6 @@ class ChildProcess:
     def stderr_tail(self) -> str:
         return " | ".join(self._stderr)
 
-    async def wait(self) -> int:
-        return await self._process.wait()
-
     async def stop(self, grace_s: float = 3.0) -> None:
         """Ask politely (SIGTERM), then insist (SIGKILL); always reap. Idempotent."""
         try:

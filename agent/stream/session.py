@@ -16,6 +16,7 @@ from loguru import logger
 
 from agent.cast.base import CastDevice, CastManager
 from agent.errors import ErrorCode, PagecastError
+from agent.redact import redact_url
 from agent.retry import Backoff
 from agent.stream.casting import Casting
 from agent.stream.pipeline import Pipeline, PipelineParts
@@ -98,7 +99,8 @@ class PipelineSession:
                 self._casting = Casting(device, self._listener)
                 await self._pipeline.wait_for_segments(_SEGMENTS_BEFORE_CAST)
                 title = await self._pipeline.title()
-                await self._casting.show(stream_url, title or self._request.url)
+                # The TV shows the title: a URL standing in for it must not show its password.
+                await self._casting.show(stream_url, title or redact_url(self._request.url))
             # From here the first page of a rotation has its full time on screen.
             self._showing.begin(self._request)
 

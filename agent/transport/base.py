@@ -10,26 +10,22 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from agent.redact import redact_url
 from agent.transport.topics import Topics
 
 PayloadLike = bytes | str | Mapping[str, Any]
 
 
 def encode(payload: PayloadLike) -> bytes:
-    """JSON for mappings, UTF-8 for text, bytes untouched (snapshots are binary)."""
+    """JSON for mappings, UTF-8 for text, bytes untouched (snapshots are binary).
+
+    Every JSON or text payload leaves with URL passwords masked (status, events, responses).
+    """
     if isinstance(payload, bytes):
         return payload
-    if isinstance(payload, str):
-        return payload.encode("utf-8")
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-class Transport(Protocol):
-    async def run(self) -> None:
-        """Serve until close(); reconnecting by itself where the medium needs it."""
-
-    async def close(self) -> None:
-        """Publish the final status and goodbye, then make run() return."""
+    if not isinstance(payload, str):
+        payload = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return redact_url(payload).encode("utf-8")
 
 
 class Publisher(Protocol):

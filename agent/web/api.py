@@ -11,6 +11,7 @@ Off unless ``api.enabled``; every route needs ``Authorization: Bearer <api.token
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from agent import __version__
 from agent.commands import Dispatcher, Response
 from agent.config import ApiSettings
 from agent.errors import ErrorCode, ErrorInfo
+from agent.redact import redact_url
 from agent.supervisor.supervisor import Supervisor
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -38,8 +40,13 @@ def http_status(response: Response) -> int:
     return 400
 
 
+def _json(payload: object) -> str:
+    # The status in an answer names the URL on screen: never with its password.
+    return redact_url(json.dumps(payload))
+
+
 def _reply(response: Response) -> web.Response:
-    reply = web.json_response(response.to_payload(), status=http_status(response))
+    reply = web.json_response(response.to_payload(), status=http_status(response), dumps=_json)
     if reply.status == 401:
         reply.headers["WWW-Authenticate"] = 'Bearer realm="pagecast"'
     return reply

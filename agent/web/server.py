@@ -1,13 +1,13 @@
 """aiohttp server for the live HLS streams, ``/snapshot.jpg`` and ``/healthz``.
 
 Streams live under ``/stream/<token>/`` where the token is unguessable and exists only while
-its session runs. Every response carries ``Access-Control-Allow-Origin: *`` because Cast
-receivers fetch the playlist and segments cross-origin.
+its session runs. Stream and snapshot responses carry ``Access-Control-Allow-Origin: *``
+because Cast receivers and dashboards fetch them cross-origin; nothing else does: the webhook
+API added on this server must not be readable by any page a browser happens to show.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -15,11 +15,9 @@ from pathlib import Path
 from aiohttp import web
 from loguru import logger
 
-# Set by hand: Python's mimetypes calls .ts "text/vnd.trolltech.linguist" (Qt translations).
-CONTENT_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
-}
+from agent.stream.hls import HLS_CONTENT_TYPE, SEGMENT_CONTENT_TYPE
+
+CONTENT_TYPES = {".m3u8": HLS_CONTENT_TYPE, ".ts": SEGMENT_CONTENT_TYPE}
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(m3u8|ts)$")
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -32,8 +30,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SnapshotSource = Callable[[], bytes | None]
 
 
+# What players and dashboards fetch cross-origin (including a 404 for a segment gone).
+_CORS_PATHS = ("/stream/", "/snapshot.jpg")
+
+
 @web.middleware
 async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(_CORS_PATHS):
+        return await handler(request)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -110,20 +114,15 @@ class WebServer:
         self._resolve(request)
         return web.Response(status=204)
 
-    async def _stream_file(self, request: web.Request) -> web.Response:
+    async def _stream_file(self, request: web.Request) -> web.FileResponse:
         path = self._resolve(request)
-        try:
-            body = await asyncio.to_thread(path.read_bytes)
-        except (FileNotFoundError, IsADirectoryError):
-            # A segment that slid out of the window and was deleted.
-            raise web.HTTPNotFound() from None
-        playlist = path.suffix == ".m3u8"
-        return web.Response(
-            body=body,
+        # FileResponse answers 404 for a segment that slid out of the window and was deleted.
+        return web.FileResponse(
+            path,
             headers={
                 "Content-Type": CONTENT_TYPES[path.suffix],
                 # The live playlist changes every segment; segments never change.
-                "Cache-Control": "no-cache" if playlist else "max-age=60",
+                "Cache-Control": "no-cache" if path.suffix == ".m3u8" else "max-age=60",
             },
         )
 

@@ -18,6 +18,7 @@ Pages:
 - ``/slow/<seconds>``   answers after a delay (page-load timeouts)
 - ``/size``           title ``<innerWidth>x<innerHeight>`` in CSS pixels (window size)
 - ``/corner``          red, with a 100x100 CSS px green square in the bottom-right corner (zoom)
+- ``/untitled``         a page without a title
 - ``/whoami``           page whose title is JSON of what it received: cookie, headers it knows,
                         ``localStorage`` items, and basic-auth user (auth-profile tests)
 """
@@ -146,6 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, _CORNER)
         elif path == "/size":
             self._send(200, _SIZE)
+        elif path == "/untitled":
+            self._send(200, "<!doctype html><html><body>no title</body></html>")
         elif path == "/whoami":
             self._whoami()
         else:

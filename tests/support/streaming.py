@@ -50,6 +50,7 @@ class RecordingDevice:
     host: str = "127.0.0.1"
     name: str = "Test TV"
     played: list[str] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)
     stops: int = 0
     releases: int = 0
     on_play: Any = None
@@ -57,6 +58,7 @@ class RecordingDevice:
 
     async def play(self, stream_url: str, title: str, listener: SessionListener) -> None:
         self.played.append(stream_url)
+        self.titles.append(title)
         if self.on_play is not None:
             await self.on_play(stream_url)
         listener.set_player(player_state="PLAYING", device=self.name)
