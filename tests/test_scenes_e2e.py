@@ -17,6 +17,7 @@ from support.agent import AUTH, TOKEN, real_agent
 from support.media import average_rgb, close_to
 from support.mqtt import Probe, free_port
 from support.pages import PageServer, page_server  # noqa: F401 (fixture)
+from test_homeassistant import HomeAssistantClient
 
 from agent.config import Settings
 
@@ -34,6 +35,7 @@ class SceneRig:
     pages: PageServer
     http: aiohttp.ClientSession
     base: str  # the webhook
+    ha: HomeAssistantClient | None = None
 
     async def command(self, name: str, payload: Any = b"") -> Any:
         return await self.mqtt.command(self.root, name, payload, within=60)
@@ -80,6 +82,7 @@ def scene_rig(
 ) -> Callable[..., Any]:
     @asynccontextmanager
     async def run(scenes: dict[str, Any] | None = None) -> AsyncIterator[SceneRig]:
+        """The agent with the webhook and Home Assistant discovery on."""
         port = free_port()
         settings = agent_settings(
             cast={**CAST, "device": fake_tv.host},
@@ -88,11 +91,16 @@ def scene_rig(
             snapshot={"enabled": False},
             api={"enabled": True, "token": TOKEN},
             scenes=scenes or {},
+            homeassistant={"enabled": True},
         )
-        async with real_agent(settings) as mqtt, aiohttp.ClientSession() as http:
-            yield SceneRig(
-                mqtt, settings.topic_root, fake_tv, page_server, http, f"http://127.0.0.1:{port}"
-            )
+        async with (
+            real_agent(settings, also_watch=["homeassistant/#"]) as mqtt,
+            aiohttp.ClientSession() as http,
+        ):
+            base = f"http://127.0.0.1:{port}"
+            rig = SceneRig(mqtt, settings.topic_root, fake_tv, page_server, http, base)
+            rig.ha = HomeAssistantClient(mqtt, settings)
+            yield rig
 
     return run
 
@@ -264,5 +272,42 @@ async def test_an_interrupt_over_a_rotation_resumes_the_rotation(
         for index in (0, 1):
             await r.status(lambda s, i=index: s["index"] == i and s["urls"] == urls, since=back)  # type: ignore[misc]
         await r.showing(GREEN)
+        assert len(r.tv.loads) == 1
+        assert r.playing_throughout(), r.tv.player_history
+
+
+async def test_home_assistant_rings_the_doorbell_reloads_and_turns_pages(
+    scene_rig: Callable[..., Any],
+    page_server: PageServer,  # noqa: F811
+) -> None:
+    urls = [page_server.color("ff0000"), page_server.color("00ff00")]
+    scenes = {
+        "doorbell": {"url": page_server.color("0000ff"), "duration": 5, "revert": True},
+        "tour": {"urls": urls, "rotate_s": 60},
+    }
+    async with scene_rig(scenes) as r:
+        assert r.ha is not None
+        components = (await r.ha.discover())["components"]
+        assert components["scene"]["options"] == ["doorbell", "tour"]
+
+        mark = await r.ha.set_value(components["scene"], "tour")
+        await r.ha.status_where(lambda s: s["player_state"] == "PLAYING", mark)
+        assert r.ha.state_of(components["scene"]) == "tour"
+        await r.showing(RED)
+        mark = await r.ha.press(components["next"])
+        await r.ha.status_where(lambda s: s["index"] == 1, mark)
+        await r.showing(GREEN)
+
+        mark = await r.ha.set_value(components["scene"], "doorbell")
+        status = await r.ha.status_where(lambda s: s["scene"] == "doorbell", mark)
+        assert status["revert_to"]["scene"] == "tour"
+        await r.showing(BLUE)
+        await r.event("reverted", since=mark, within=30)
+        await r.ha.status_where(lambda s: s["scene"] == "tour", mark)
+        await r.showing(RED)  # the rotation again, from its first page
+
+        mark = await r.ha.press(components["reload"])
+        reloaded = await r.mqtt.wait_json(f"{r.root}/response/reload", since=mark)
+        assert reloaded["ok"], reloaded
         assert len(r.tv.loads) == 1
         assert r.playing_throughout(), r.tv.player_history
