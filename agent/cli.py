@@ -11,7 +11,7 @@ import yaml
 from loguru import logger
 
 from agent import __version__
-from agent.app import run_agent
+from agent.app import end_process, run_agent
 from agent.cast.discovery import discover_devices, format_devices
 from agent.config import ConfigError, Settings, load_settings, resolve_config_path
 from agent.errors import PagecastError
@@ -31,7 +31,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         # What a user can fix (a port in use, a missing program): one line, not a traceback.
         logger.error("pagecast cannot run: {}", exc)
         return EXIT_FAILURE
-    return 0
+    end_process(0)
 
 
 def _check_config(settings: Settings, args: argparse.Namespace) -> int:

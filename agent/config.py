@@ -38,6 +38,13 @@ def default_node_id() -> str:
     return sanitize_topic_level(socket.gethostname()) or "pagecast"
 
 
+def default_state_dir() -> Path:
+    """Where a checkout keeps its wish: the XDG state directory (the image sets its own)."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "pagecast"
+
+
 def sanitize_topic_level(value: str) -> str:
     """Make a string safe as one MQTT topic level (no wildcards, separators or spaces)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", value).strip("-").lower()
@@ -68,6 +75,9 @@ class MqttSettings(_Section):
     tls: TlsSettings = TlsSettings()
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    health_grace_s: float = Field(
+        30.0, ge=0, description="/healthz fails once the broker is gone this long"
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -165,10 +175,23 @@ class CastSettings(_Section):
     discovery_timeout: float = Field(5.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)
     play_timeout: float = Field(20.0, gt=0, description="LOAD until PLAYING")
-    recover_timeout: float = Field(
-        300.0, gt=0, description="how long a lost device may stay away before the stream ends"
+    recover_timeout: float | None = Field(
+        None, gt=0, description="give up on a device away this long (seconds); null: never"
     )
-    on_takeover: Literal["respect", "reclaim"] = "respect"
+    park_after_s: float = Field(
+        60.0,
+        ge=0,
+        description="the screen did not show the stream this long (device away, taken over): "
+        "stop Chromium and ffmpeg until it can again",
+    )
+    on_takeover: Literal["resume", "respect", "reclaim"] = Field(
+        "resume",
+        description="another app or sender took the screen: resume once it is idle again, "
+        "respect (end our stream) or reclaim (cast again at once)",
+    )
+    resume_after_s: float = Field(
+        10.0, ge=0, description="resume: the device showed its idle screen this long"
+    )
     stop_action: Literal["quit", "stop_media"] = "quit"
 
 
@@ -256,6 +279,8 @@ class Settings(BaseSettings):
 
     node_id: str = Field(default_factory=default_node_id)
     groups: list[str] = []
+    # The wish (what to show) survives restarts here, one file per node id.
+    state_dir: Path = Field(default_factory=default_state_dir)
     mqtt: MqttSettings = MqttSettings()
     cast: CastSettings = CastSettings()
     stream: StreamSettings = StreamSettings()

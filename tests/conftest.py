@@ -30,6 +30,14 @@ from agent.supervisor.session import SessionFactory
 pytest_plugins = ["fakecast.fixtures", "support.pages"]
 
 
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test keeps its agents' wishes (agent/wish.py) apart from the user's and the others'."""
+    directory = tmp_path / "state"
+    monkeypatch.setenv("PAGECAST_STATE_DIR", str(directory))
+    return directory
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     directory = tmp_path / "mosquitto"

@@ -3,29 +3,34 @@ Xvfb, ffmpeg, HTTP) casting to the fake device, which pulls the stream like a re
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import StartAgent
 from fakecast import FakeCastDevice, free_loopback_address
+from support.listener import RecordingListener
 from support.media import average_rgb, close_to
 from support.mqtt import Probe, probe
 from support.pages import PageServer, page_server  # noqa: F401 (fixture)
 from support.procs import named
+from support.streaming import stream_settings, until
 
 from agent.cast.manager import ChromecastManager
 from agent.config import Settings
 from agent.stream.backend import StreamBackend
+from agent.supervisor.session import StreamRequest
+from agent.supervisor.state import EventName
 
 RED, GREEN = (255, 0, 0), (0, 255, 0)
 CAST = {
     "connect_timeout": 3,
     "play_timeout": 20,
     "discovery_timeout": 5,
-    "recover_timeout": 30,
     "mdns": False,  # only the fake device: real ones on a developer's LAN must not count
 }
 SMALL = {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600}
@@ -177,10 +182,21 @@ async def test_reboot_and_idle_close_are_recovered(rig: Callable[..., Any]) -> N
         assert lost["reason"] == "connection_lost"
         # The status says so too: nothing of ours is known to play while the device is away.
         await r.status(
-            lambda s: s["state"] == "streaming" and s["player_state"] is None, since=since
+            lambda s: (
+                s["state"] == "waiting"
+                and s["reason"] == "device_away"
+                and s["player_state"] is None
+            ),
+            since=since,
         )
-        await r.event("recovered", since=back, within=10)
-        await r.status(lambda s: s["state"] == "streaming" and s["player_state"] == "PLAYING")
+        recovered = await r.event("recovered", since=back, within=15)
+        assert recovered["after_s"] >= 3
+        await r.status(
+            lambda s: (
+                s["state"] == "streaming" and s["reason"] is None and s["player_state"] == "PLAYING"
+            ),
+            since=back,
+        )
         assert len(r.tv.loads) == 2
 
         since = r.mqtt.mark()
@@ -190,8 +206,8 @@ async def test_reboot_and_idle_close_are_recovered(rig: Callable[..., Any]) -> N
         await r.tv.wait_for(lambda: r.tv.player_state == "PLAYING", within_s=10)
 
 
-async def test_another_sender_takes_over(rig: Callable[..., Any]) -> None:
-    async with rig() as r:
+async def test_another_sender_taking_over_is_respected(rig: Callable[..., Any]) -> None:
+    async with rig(on_takeover="respect") as r:
         assert (await r.start(url=r.pages.color("ff0000")))["ok"]
         await r.status(lambda s: s["player_state"] == "PLAYING")
         since = r.mqtt.mark()
@@ -235,3 +251,115 @@ async def test_duration_expiry_quits_the_app(rig: Callable[..., Any]) -> None:
         await r.status(lambda s: s["state"] == "idle", since=since)
         await r.tv.wait_for(lambda: r.tv.app is None, within_s=5)
         assert r.tv.stops == ["app"]
+
+
+async def test_a_tv_away_is_waited_for_parked_and_cast_again(rig: Callable[..., Any]) -> None:
+    async with rig(park_after_s=2) as r:
+        assert (await r.start(url=r.pages.color("ff0000")))["ok"]
+        before = await r.status(lambda s: s["player_state"] == "PLAYING")
+        since = r.mqtt.mark()
+        await r.tv.go_away()
+        await r.event("device_lost", since=since, reason="connection_lost")
+        waiting = await r.status(
+            lambda s: s["state"] == "waiting" and s["reason"] == "device_away", since=since
+        )
+        assert waiting["stream_url"] == before["stream_url"]
+        # Parked after park_after_s: no encoder burning CPU for a TV that is off.
+        await until(lambda: named("ffmpeg") == [], within=20)
+        await asyncio.sleep(4)
+        assert r.tv.away
+        assert named("ffmpeg") == []
+
+        back = r.mqtt.mark()
+        await r.tv.come_back()  # to its Backdrop, like a TV switched on
+        recovered = await r.event("recovered", since=back, within=45)
+        assert recovered["reason"] == "connection_lost"
+        assert recovered["after_s"] >= 6
+        after = await r.status(
+            lambda s: s["state"] == "streaming" and s["player_state"] == "PLAYING", since=back
+        )
+        for key in ("url", "quality", "stream_url", "session_id", "device"):
+            assert after[key] == before[key], key
+        assert after["reason"] is None
+        assert named("ffmpeg")
+        assert r.tv.loads[-1]["media"]["contentId"] == before["stream_url"]
+        seen = len(r.tv.log.segments)
+        await r.tv.wait_for(
+            lambda: (
+                len(r.tv.log.segments) >= seen + 3 and close_to(latest_segment_colour(r.tv), RED)
+            ),
+            within_s=30,
+        )
+
+
+async def test_a_takeover_is_outlived_then_resumed(rig: Callable[..., Any]) -> None:
+    async with rig(resume_after_s=2) as r:
+        assert (await r.start(url=r.pages.color("00ff00")))["ok"]
+        before = await r.status(lambda s: s["player_state"] == "PLAYING")
+        since = r.mqtt.mark()
+        await r.tv.other_app("233637DE", "YouTube")
+        await r.event("device_lost", since=since, reason="taken_over")
+        await r.status(
+            lambda s: s["state"] == "waiting" and s["reason"] == "taken_over", since=since
+        )
+        launches, loads = len(r.tv.launches), len(r.tv.loads)
+        await asyncio.sleep(6)  # YouTube runs: we never relaunch over it
+        assert (len(r.tv.launches), len(r.tv.loads)) == (launches, loads)
+        assert r.tv.app is not None
+        assert r.tv.app.app_id == "233637DE"
+
+        back = r.mqtt.mark()
+        await r.tv.other_app_ends()  # back to Backdrop
+        recovered = await r.event("recovered", since=back, reason="taken_over", within=30)
+        assert recovered["after_s"] >= 8
+        after = await r.status(
+            lambda s: s["state"] == "streaming" and s["player_state"] == "PLAYING", since=back
+        )
+        assert (after["url"], after["stream_url"]) == (before["url"], before["stream_url"])
+        assert len(r.tv.loads) == loads + 1
+        seen = len(r.tv.log.segments)
+        await r.tv.wait_for(
+            lambda: (
+                len(r.tv.log.segments) >= seen + 3 and close_to(latest_segment_colour(r.tv), GREEN)
+            ),
+            within_s=30,
+        )
+
+
+async def test_a_resumed_wish_waits_for_a_device_away_at_start(
+    tmp_path: Path,
+    page_server: PageServer,  # noqa: F811
+    fake_tv: FakeCastDevice,
+) -> None:
+    # The wish came back after a restart while the TV is off: nobody waits for an answer, so
+    # the session starts, waits for the device (parked meanwhile) and casts once it is back.
+    await fake_tv.go_away()
+    settings = stream_settings(
+        tmp_path,
+        cast={**CAST, "device": fake_tv.host, "park_after_s": 1},
+        qualities={"small": SMALL},
+        stream={"default_quality": "small"},
+        snapshot={"enabled": False},
+    )
+    listener = RecordingListener()
+    request = StreamRequest(url=page_server.color("0000ff"), quality="small", resumed=True)
+    async with (
+        ChromecastManager(settings.cast) as cast_manager,
+        StreamBackend(settings, cast_manager) as backend,
+    ):
+        session = backend.create_session("s1", request, listener)
+        try:
+            await session.start()
+            assert listener.waiting == ["device_away"]
+            assert listener.endings == []
+            await until(lambda: named("ffmpeg") == [], within=20)  # parked
+
+            await fake_tv.come_back()
+            await listener.wait_until(lambda: listener.named(EventName.RECOVERED), within_s=60)
+            assert listener.waiting == ["device_away", None]
+            await fake_tv.wait_for(lambda: fake_tv.player_state == "PLAYING", within_s=20)
+            assert fake_tv.loads[-1]["media"]["contentId"] == listener.stream_urls[-1]
+            assert listener.player_states[-1] == "PLAYING"
+        finally:
+            await session.stop()
+    assert named("ffmpeg") == []

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 import pytest
 from fakecast import FakeCastDevice, LiveHlsServer
-from support.listener import RecordingListener
 
 from agent.cast.discovery import discover_devices, format_devices
 from agent.cast.manager import ChromecastManager
@@ -17,15 +16,14 @@ from agent.errors import ErrorCode, PagecastError
 
 
 @asynccontextmanager
-async def playing(fake_tv: FakeCastDevice, url: str) -> AsyncIterator[RecordingListener]:
+async def playing(fake_tv: FakeCastDevice, url: str) -> AsyncIterator[None]:
     """Our app plays ``url`` on the fake device for the duration of the block."""
     settings = CastSettings(device=fake_tv.host, connect_timeout=3, play_timeout=8)
     async with ChromecastManager(settings) as manager:
         device = await manager.resolve(None)
         assert device is not None
-        listener = RecordingListener()
-        await device.play(url, "page", listener)
-        yield listener
+        await device.show(url, "page")
+        yield
 
 
 async def play(fake_tv: FakeCastDevice, url: str) -> None:

@@ -67,6 +67,9 @@ async def test_command_sent_while_disconnected_is_not_run_later(
             probe(mosquitto.port, f"{root}/#") as client,
             start_agent(settings) as agent,
         ):
+            # start_agent saw "online" through its own client; this one may not have yet, and
+            # would then take that first "online" for the one after the cut.
+            await client.wait_for(f"{root}/availability", lambda m: m.payload == b"online")
             since = client.mark()
             link.cut()
             # An unclean loss: the broker publishes the will for us.
@@ -85,7 +88,9 @@ async def test_command_sent_while_disconnected_is_not_run_later(
 
 
 @pytest.fixture
-def spawn_agent(tmp_path: Path, agent_settings: Callable[..., Settings]) -> Iterator[Spawn]:
+def spawn_agent(
+    tmp_path: Path, state_dir: Path, agent_settings: Callable[..., Settings]
+) -> Iterator[Spawn]:
     """``python tests/support/agent_double.py``: the real agent as a process, the double inside."""
     processes: list[subprocess.Popen[bytes]] = []
 
@@ -107,7 +112,11 @@ def spawn_agent(tmp_path: Path, agent_settings: Callable[..., Settings]) -> Iter
             [sys.executable, str(DOUBLE_AGENT), "--config", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={"PATH": "/usr/bin:/bin", START_DELAY_ENV: "0.05"},
+            env={
+                "PATH": "/usr/bin:/bin",
+                START_DELAY_ENV: "0.05",
+                "PAGECAST_STATE_DIR": str(state_dir),
+            },
         )
         log.close()
         processes.append(process)

@@ -311,3 +311,42 @@ async def test_home_assistant_rings_the_doorbell_reloads_and_turns_pages(
         assert reloaded["ok"], reloaded
         assert len(r.tv.loads) == 1
         assert r.playing_throughout(), r.tv.player_history
+
+
+async def test_volume_is_set_on_the_device_and_reported_back(
+    scene_rig: Callable[..., Any],
+) -> None:
+    async with scene_rig() as r:
+        assert (await r.command("start", {"url": r.pages.color("ff0000")}))["ok"]
+        await r.status(lambda s: s["player_state"] == "PLAYING" and s["volume"] == 1.0)
+
+        since = r.mqtt.mark()
+        answer = await r.command("volume", {"level": 0.3})
+        assert answer["ok"], answer
+        await r.tv.wait_for(lambda: r.tv.volume_level == 0.3, within_s=10)
+        await r.status(lambda s: s["volume"] == 0.3 and s["muted"] is False, since=since)
+
+        # Changed with the TV's remote: the status follows what the device reports.
+        since = r.mqtt.mark()
+        r.tv.press_volume(level=0.55)
+        await r.status(lambda s: s["volume"] == 0.55, since=since)
+
+        # The webhook and Home Assistant's switch and slider set it too.
+        since = r.mqtt.mark()
+        assert (await r.post("volume", {"muted": True}))["ok"]
+        await r.status(lambda s: s["muted"] is True and s["volume"] == 0.55, since=since)
+        assert r.tv.muted is True
+        assert r.ha is not None
+        components = (await r.ha.discover())["components"]
+        assert r.ha.state_of(components["mute"]) == components["mute"]["state_on"]
+        mark = await r.ha.switch(components["mute"], on=False)
+        await r.ha.status_where(lambda s: s["muted"] is False, mark)
+        mark = await r.ha.set_value(components["volume"], "0.8")
+        await r.ha.status_where(lambda s: s["volume"] == 0.8, mark)
+        assert (r.tv.volume_level, r.tv.muted) == (0.8, False)
+        assert r.ha.state_of(components["volume"]) == "0.8"
+
+        refused = await r.command("volume", {"level": 2})
+        assert refused["error"]["code"] == "INVALID_PAYLOAD"
+        assert r.tv.volume_level == 0.8
+        assert len(r.tv.loads) == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,8 @@ class ReceiverChanged:
     app_id: str | None
     display_name: str | None
     session_id: str | None
+    volume: float | None = None
+    muted: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +102,15 @@ class _Relay(CastStatusListener, MediaStatusListener, ConnectionStatusListener):
             self._loop.call_soon_threadsafe(self._sink, self._generation, event)
 
     def new_cast_status(self, status: CastStatus) -> None:
-        self._post(ReceiverChanged(status.app_id, status.display_name, status.session_id))
+        self._post(
+            ReceiverChanged(
+                status.app_id,
+                status.display_name,
+                status.session_id,
+                status.volume_level,
+                status.volume_muted,
+            )
+        )
 
     def new_media_status(self, status: MediaStatus) -> None:
         state = status.player_state if status.player_state != "UNKNOWN" else None
@@ -136,6 +147,9 @@ class CastConnection:
         self._generation = 0
         self._link_up = False
         self._connected = asyncio.Event()
+        # A probe of the recovery and an mDNS announcement may ask for a fresh connection at
+        # the same moment: one pychromecast object at a time.
+        self._restarting = asyncio.Lock()
         self.receiver: ReceiverChanged | None = None
         self.media: MediaChanged | None = None
 
@@ -156,6 +170,8 @@ class CastConnection:
                 self.receiver = None
                 self.media = None
         elif isinstance(event, ReceiverChanged):
+            if self.receiver is None or self.receiver.session_id != event.session_id:
+                self.media = None  # a new app session: its media is not known yet
             self.receiver = event
             # Connected means the device answered, not just that TLS is up: pychromecast
             # reports CONNECTED before it has sent its first request.
@@ -252,7 +268,17 @@ class CastConnection:
         stop = self._chromecast().media_controller.stop
         await self._blocking("stop media", stop, request_timeout_s)
 
-    async def _blocking(self, what: str, fn: Callable[[float], None], timeout_s: float) -> None:
+    async def set_volume(self, level: float, request_timeout_s: float) -> None:
+        set_level = self._chromecast().socket_client.receiver_controller.set_volume
+        await self._blocking(
+            "set volume", lambda timeout: set_level(level, timeout), request_timeout_s
+        )
+
+    async def set_muted(self, muted: bool, request_timeout_s: float) -> None:
+        set_muted = self._chromecast().socket_client.receiver_controller.set_volume_muted
+        await self._blocking("mute", lambda timeout: set_muted(muted, timeout), request_timeout_s)
+
+    async def _blocking(self, what: str, fn: Callable[[float], Any], timeout_s: float) -> None:
         try:
             await self._call(fn, timeout_s)
         except pychromecast.PyChromecastError as exc:
@@ -261,8 +287,9 @@ class CastConnection:
     async def restart(self) -> None:
         """A fresh connection. pychromecast's own retry delay doubles up to 5 minutes while a
         device is away; a new start or a long recovery should not wait that out."""
-        await self._stop_cast()
-        await self.open()
+        async with self._restarting:
+            await self._stop_cast()
+            await self.open()
 
     async def close(self) -> None:
         await self._stop_cast()
@@ -283,20 +310,39 @@ class CastConnection:
                 logger.warning("cast connection to {} did not close in time", self.info.host)
 
 
+# What _serialize_writes relies on: every write of pychromecast 14.0 goes through this method.
+_SEND_MESSAGE_PARAMS = ("self", "destination_id", "namespace", "data")
+# Set while a thread writes through the serialized send_message (tests check every socket
+# write happens inside it: the patch is hit, not bypassed by a changed library).
+writing = threading.local()
+
+
 def _serialize_writes(client: SocketClient) -> None:
     """One writer at a time on the TLS socket.
 
     Our calls are serialized by the executor, but pychromecast's own thread writes too (PING,
     PONG, channel CONNECTs). Two threads in ``SSLSocket.sendall`` corrupt the stream
     (``SSL: BAD_LENGTH``, then a reconnect). Reentrant: send_message opens a channel by
-    calling itself.
+    calling itself. Relies on pychromecast internals (its minor version is pinned): a library
+    that no longer writes through ``send_message`` fails here, not with a corrupt stream.
     """
+    params = tuple(inspect.signature(SocketClient.send_message).parameters)
+    if params[: len(_SEND_MESSAGE_PARAMS)] != _SEND_MESSAGE_PARAMS:
+        raise RuntimeError(
+            f"pychromecast's SocketClient.send_message changed ({params}): "
+            "the write serialization in agent/cast/connection.py needs updating"
+        )
     lock = threading.RLock()
     send = client.send_message
 
     @functools.wraps(send)
     def locked(*args: Any, **kwargs: Any) -> None:
         with lock:
-            send(*args, **kwargs)
+            outer = getattr(writing, "active", False)
+            writing.active = True
+            try:
+                send(*args, **kwargs)
+            finally:
+                writing.active = outer
 
     client.send_message = locked  # type: ignore[method-assign]

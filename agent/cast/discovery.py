@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -42,28 +43,43 @@ class Discovery:
     """One long-lived browser: devices found once stay known, and the zeroconf instance that
     mDNS-found connections resolve through lives as long as the manager."""
 
-    def __init__(self, known_hosts: list[str], *, mdns: bool = True) -> None:
+    def __init__(
+        self,
+        known_hosts: list[str],
+        *,
+        mdns: bool = True,
+        on_seen: Callable[[CastInfo], None] | None = None,
+    ) -> None:
         self._known_hosts = known_hosts
         self._mdns = mdns
+        # Told of every announcement (mDNS) or answer (known_hosts), on the event loop.
+        self._on_seen = on_seen
         self._browser: CastBrowser | None = None
         self._zconf: Zeroconf | None = None
         self._found: dict[UUID, CastInfo] = {}
         self._changed = asyncio.Event()
         self._started_at: float | None = None
+        # One start at a time; _browser is only ever set on the event loop.
+        self._starting = asyncio.Lock()
 
     @property
     def zconf(self) -> Zeroconf | None:
         return self._zconf
 
     async def start(self) -> None:
-        if self._browser is not None:
-            return
+        async with self._starting:
+            if self._browser is None:
+                await self._start()
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
+        # pychromecast's threads call found() as soon as discovery starts, possibly before
+        # the worker below returns: they read the browser from here, never from self.
+        started: list[CastBrowser] = []
 
         def found(uuid: UUID, _service: str) -> None:
-            browser = self._browser
-            if browser is not None and uuid in browser.devices:
-                info = browser.devices[uuid]
+            info = started[0].devices.get(uuid) if started else None
+            if info is not None:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._add, info)
 
@@ -75,16 +91,18 @@ class Discovery:
                 except OSError as exc:  # no multicast-capable interface
                     logger.warning("mDNS unavailable ({}); using cast.known_hosts only", exc)
             browser = CastBrowser(SimpleCastListener(found, None, found), zconf, self._known_hosts)
-            self._browser = browser
+            started.append(browser)
             browser.start_discovery()
             return browser, zconf
 
-        _, self._zconf = await asyncio.to_thread(start)
+        self._browser, self._zconf = await asyncio.to_thread(start)
         self._started_at = loop.time()
 
     def _add(self, info: CastInfo) -> None:
         self._found[info.uuid] = info
         self._changed.set()
+        if self._on_seen is not None:
+            self._on_seen(info)
 
     def devices(self) -> list[CastInfo]:
         return sorted(self._found.values(), key=lambda i: (i.friendly_name or "", i.host))
@@ -121,7 +139,8 @@ class Discovery:
         return self.devices()
 
     async def close(self) -> None:
-        browser, self._browser = self._browser, None
+        async with self._starting:  # a start under way finishes first, then is undone
+            browser, self._browser = self._browser, None
         if browser is None:
             return
 

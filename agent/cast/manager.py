@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
+from uuid import UUID
 
 from loguru import logger
 from pychromecast.models import CastInfo
@@ -22,8 +23,10 @@ class ChromecastManager:
 
     def __init__(self, settings: CastSettings) -> None:
         self._settings = settings
-        self._discovery = Discovery(settings.known_hosts, mdns=settings.mdns)
+        self._discovery = Discovery(settings.known_hosts, mdns=settings.mdns, on_seen=self._seen)
         self._devices: dict[tuple[str, int], ChromecastDevice] = {}
+        self._by_uuid: dict[UUID, ChromecastDevice] = {}
+        self._reconnecting: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> ChromecastManager:
@@ -39,6 +42,9 @@ class ChromecastManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for task in list(self._reconnecting):
+            task.cancel()
+        await asyncio.gather(*self._reconnecting, return_exceptions=True)
         devices, self._devices = list(self._devices.values()), {}
         await asyncio.gather(*(device.close() for device in devices), return_exceptions=True)
         await self._discovery.close()
@@ -115,4 +121,16 @@ class ChromecastManager:
             )
         logger.info("connected to Cast device {} at {}:{}", name, info.host, info.port)
         self._devices[(info.host, info.port)] = device
+        self._by_uuid[info.uuid] = device
         return device
+
+    def _seen(self, info: CastInfo) -> None:
+        """A device announced itself (back from a power cut, a reboot): a device we know and
+        lost is connected again now instead of at pychromecast's next (doubling) retry."""
+        device = self._by_uuid.get(info.uuid)
+        if device is None or device.facts.connected:
+            return
+        logger.info("{} announced itself: reconnecting", device.name)
+        task = asyncio.create_task(device.reconnect(), name="cast-reconnect")
+        self._reconnecting.add(task)
+        task.add_done_callback(self._reconnecting.discard)

@@ -8,6 +8,7 @@ import contextlib
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -17,19 +18,30 @@ from playwright.async_api import Playwright, async_playwright
 from agent.broadcast import Broadcast
 from agent.cast.base import CastManager
 from agent.config import Settings
+from agent.retry import Backoff
 from agent.stream.browser import Geometry
 from agent.stream.screen import ScreenKeeper
 from agent.stream.session import PipelineSession, SessionParts
 from agent.supervisor.session import SessionListener, StreamRequest
 from agent.web.server import WebServer
 
+# Warming a browser that cannot start is retried this often (seconds, with backoff).
+WARM_RETRY_MIN_S = 1.0
+WARM_RETRY_MAX_S = 60.0
+
+# Told what keeps the browser from starting (None once it runs): the agent shows it.
+FaultReport = Callable[[Exception | None], None]
+
 
 class StreamBackend:
     """Async context manager. Add HTTP routes via ``backend.web.add_routes`` before entering."""
 
-    def __init__(self, settings: Settings, cast: CastManager) -> None:
+    def __init__(
+        self, settings: Settings, cast: CastManager, *, on_fault: FaultReport | None = None
+    ) -> None:
         self._settings = settings
         self._cast = cast
+        self._on_fault: FaultReport = on_fault or (lambda _exc: None)
         self.web = WebServer(settings.stream.http_host, settings.stream.http_port)
         self.web.set_snapshot_source(self.latest_snapshot)
         self.snapshots: Broadcast[bytes] = Broadcast()
@@ -90,11 +102,21 @@ class StreamBackend:
             self._warming = asyncio.create_task(self._warm(geometry), name="warm-screen")
 
     async def _warm(self, geometry: Geometry) -> None:
-        try:
-            await self.screens.warm(geometry)
+        # A browser that cannot start now may after a fix (a library installed, a flag set):
+        # keep trying, and say why meanwhile.
+        backoff = Backoff(WARM_RETRY_MIN_S, WARM_RETRY_MAX_S)
+        while True:
+            try:
+                await self.screens.warm(geometry)
+            except Exception as exc:
+                delay = backoff.next()
+                logger.warning("could not warm up the browser (retry in {:.0f} s): {}", delay, exc)
+                self._on_fault(exc)
+                await asyncio.sleep(delay)
+                continue
+            self._on_fault(None)
             logger.info("browser warm ({}x{})", geometry.width, geometry.height)
-        except Exception as exc:
-            logger.warning("could not warm up the browser: {}", exc)
+            return
 
     async def _exit(self) -> None:
         # Normally the supervisor stopped its session already; nothing may outlive the backend.

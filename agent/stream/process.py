@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -55,12 +57,38 @@ async def _end_when_up(starting: asyncio.Future[T], end: Callable[[T], Awaitable
         logger.warning("could not end what a cancelled start brought up: {}", exc)
 
 
+# Every live ChildProcess by pid, for the last resort of a shutdown that ran out of time
+# (kill_all_children). A lock, because that last resort may run in a watchdog thread.
+_LIVE: dict[int, tuple[str, asyncio.subprocess.Process]] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all_children() -> list[str]:
+    """SIGKILL the process group of every child not reaped yet; the names of those hit.
+
+    Each child leads its own group (start_new_session), so whatever it started goes too. Their
+    owners still reap them; this only ends the wait for a child that would not stop in time.
+    """
+    with _LIVE_LOCK:
+        live = list(_LIVE.items())
+    killed = []
+    for pid, (name, process) in live:
+        if process.returncode is not None:
+            continue  # reaped: its pid may belong to someone else by now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+            killed.append(name)
+    return killed
+
+
 class ChildProcess:
     """One owned process; its stderr tail is kept for error messages."""
 
     def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
         self.name = name
         self._process = process
+        with _LIVE_LOCK:
+            _LIVE[process.pid] = (name, process)
         self._stderr: deque[str] = deque(maxlen=20)
         self._reader = (
             asyncio.create_task(self._read_stderr(process.stderr)) if process.stderr else None
@@ -134,6 +162,8 @@ class ChildProcess:
                 if self.alive:
                     self._process.kill()
             await asyncio.shield(self._process.wait())
+            with _LIVE_LOCK:
+                _LIVE.pop(self._process.pid, None)
             if self._reader is not None:
                 await asyncio.shield(self._reader)
 

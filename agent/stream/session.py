@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from agent.cast.base import CastDevice, CastManager
 from agent.errors import ErrorCode, PagecastError
 from agent.redact import redact_url
 from agent.retry import Backoff
-from agent.stream.casting import Casting
+from agent.stream.casting import Casting, Parking
 from agent.stream.pipeline import Pipeline, PipelineParts
 from agent.stream.publication import Publication
 from agent.stream.rotation import Showing
@@ -87,38 +88,64 @@ class PipelineSession:
     async def start(self) -> None:
         with self._logging():
             logger.info("starting pipeline")
-            device = await self._start_parts()
+            device, away = await self._start_parts()
             stream_url = self._publication.url(device.host if device else None)
             self._publication.publish()
             self._listener.set_title(await self._pipeline.title())
             self._listener.set_stream_url(stream_url)
             self._watcher = asyncio.create_task(self._watch(), name="pipeline-watch")
-            if device is None:
-                logger.info("streaming without a Cast device at {}", stream_url)
+            if device is not None or away:
+                await self._cast(device, stream_url)
             else:
-                self._casting = Casting(device, self._listener)
-                await self._pipeline.wait_for_segments(_SEGMENTS_BEFORE_CAST)
-                title = await self._pipeline.title()
-                # The TV shows the title: a URL standing in for it must not show its password.
-                await self._casting.show(stream_url, title or redact_url(self._request.url))
+                logger.info("streaming without a Cast device at {}", stream_url)
             # From here the first page of a rotation has its full time on screen.
             self._showing.begin(self._request)
 
-    async def _start_parts(self) -> CastDevice | None:
-        """Find the device while the pipeline comes up; both must succeed."""
+    async def _cast(self, device: CastDevice | None, stream_url: str) -> None:
+        self._casting = self._cast_to(device)
+        await self._pipeline.wait_for_segments(_SEGMENTS_BEFORE_CAST)
+        # The TV shows the title: a URL standing in for it must not show its password.
+        title = await self._pipeline.title() or redact_url(self._request.url)
+        if device is None:
+            # A resumed wish: nobody waits for an answer, so the device is waited for.
+            resolve = functools.partial(self._parts.cast.resolve, self._request.device)
+            self._casting.await_device(resolve, self._stream_url, title)
+            return
+        await self._casting.show(stream_url, title, resumed=self._request.resumed)
+
+    async def _stream_url(self, device_host: str) -> str:
+        return self._publication.url(device_host)
+
+    def _cast_to(self, device: CastDevice | None) -> Casting:
+        parking = Parking(park=self._pipeline.park, unpark=self._pipeline.unpark)
+        return Casting(device, self._listener, self._settings.cast, parking)
+
+    async def _start_parts(self) -> tuple[CastDevice | None, bool]:
+        """Find the device while the pipeline comes up; both must succeed, except that a
+        resumed wish waits for a device not reachable now (True: waiting for it)."""
         try:
             async with asyncio.TaskGroup() as group:
-                resolving = group.create_task(self._parts.cast.resolve(self._request.device))
+                resolving = group.create_task(self._resolve())
                 await self._pipeline.start()
         except ExceptionGroup as group_error:
             # A device found before the pipeline failed is kept, so that stop() can close a
             # receiver the previous session handed over to this one.
             if resolving.done() and not resolving.cancelled() and not resolving.exception():
-                device = resolving.result()
+                device, _ = resolving.result()
                 if device is not None:
-                    self._casting = Casting(device, self._listener)
+                    self._casting = self._cast_to(device)
             raise _most_telling(group_error) from None
         return resolving.result()
+
+    async def _resolve(self) -> tuple[CastDevice | None, bool]:
+        try:
+            return await self._parts.cast.resolve(self._request.device), False
+        except PagecastError as exc:
+            away = exc.code in (ErrorCode.DEVICE_UNREACHABLE, ErrorCode.DEVICE_NOT_FOUND)
+            if not (self._request.resumed and away):
+                raise
+            logger.warning("{}: waiting for the device", exc.message)
+            return None, True
 
     def can_switch(self, request: StreamRequest) -> bool:
         return (
@@ -144,16 +171,24 @@ class PipelineSession:
         return self._showing.advance()
 
     async def set_volume(self, level: float | None, muted: bool | None) -> None:
-        raise PagecastError(ErrorCode.DEVICE_NOT_FOUND, "volume is not available yet")
+        device = self._casting.device if self._casting is not None else None
+        if device is None:
+            raise PagecastError(ErrorCode.DEVICE_NOT_FOUND, "this stream is cast to no device")
+        await device.set_volume(level, muted)
 
-    async def stop(self, successor: StreamRequest | None = None) -> None:
-        """One teardown however many callers ask; each returns once it is complete."""
+    async def stop(
+        self, successor: StreamRequest | None = None, deadline: float | None = None
+    ) -> None:
+        """One teardown however many callers ask; each returns once it is complete.
+
+        ``deadline`` (event loop time) bounds the device's stop request."""
         if self._stopping is None:
             handover = successor is not None and successor.device == self._request.device
-            self._stopping = asyncio.create_task(self._stop(handover), name="session-stop")
+            stopping = self._stop(handover, deadline)
+            self._stopping = asyncio.create_task(stopping, name="session-stop")
         await asyncio.shield(self._stopping)
 
-    async def _stop(self, handover: bool) -> None:
+    async def _stop(self, handover: bool, deadline: float | None) -> None:
         with self._logging():
             logger.info("stopping pipeline")
             await self._showing.end()
@@ -163,7 +198,7 @@ class PipelineSession:
                     await self._watcher
             try:
                 if self._casting is not None:
-                    await self._casting.stop(handover=handover)
+                    await self._casting.stop(handover=handover, deadline=deadline)
             finally:
                 self._publication.unpublish()
                 await self._pipeline.stop()

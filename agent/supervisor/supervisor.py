@@ -98,6 +98,10 @@ class Supervisor:
         self._factory = factory
         self._start_timeout_s = start_timeout_s
         self._stop_timeout_s = stop_timeout_s
+        # Loop time by which a shutdown must be over (see shutdown); bounds every teardown.
+        self._deadline: float | None = None
+        # A part the agent needs cannot start (see set_fault); shown while nothing streams.
+        self._fault: ErrorInfo | None = None
         self._status = Status()
         self.status_changes: Broadcast[Status] = Broadcast()
         self.events: Broadcast[Event] = Broadcast()
@@ -224,10 +228,36 @@ class Supervisor:
             raise PagecastError(code, f"{message} (a new stream is starting)")
         return running
 
-    async def shutdown(self) -> None:
-        """Stop the stream and return once nothing runs any more."""
+    async def shutdown(self, deadline: float | None = None) -> bool:
+        """Stop the stream; True once nothing runs any more.
+
+        At ``deadline`` (event loop time) stop waiting and return False: the status says idle
+        all the same (a retained ``stopping`` would outlive us), and the caller kills what is
+        left of the stream.
+        """
+        self._deadline = deadline
         self._want_nothing(_StopReason(EventName.STOPPED, "shutdown"))
-        await self._settled.wait()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._settled.wait()
+        except TimeoutError:
+            logger.warning("the stream did not stop in time")
+            self._set_idle()
+            return False
+        return True
+
+    def set_fault(self, fault: ErrorInfo | None) -> None:
+        """Something the agent needs cannot start (None: it works again). While nothing is
+        wanted the status is ``error`` with it, so it is seen before anyone sends a start."""
+        previous, self._fault = self._fault, fault
+        status = self._status
+        if (
+            self._wanted is None
+            and self._running is None
+            and status.state in (State.IDLE, State.ERROR)
+            and status.error in (None, previous)
+        ):
+            self._set_idle()
 
     def _want_nothing(self, reason: _StopReason, *, request_id: str | None = None) -> None:
         self._wanted = None
@@ -452,7 +482,11 @@ class Supervisor:
 
     async def _teardown(self, running: _Running, successor: StreamRequest | None = None) -> None:
         try:
-            await _within(self._stop_timeout_s, running.session.stop(successor))
+            timeout = self._stop_timeout_s
+            if self._deadline is not None:
+                left = self._deadline - asyncio.get_running_loop().time()
+                timeout = max(0.0, min(timeout, left))
+            await _within(timeout, running.session.stop(successor))
             reraise_lost_cancel()
         except asyncio.CancelledError:
             if being_cancelled():
@@ -478,7 +512,10 @@ class Supervisor:
     def _set_idle(self) -> None:
         request_id = self._status.request_id
         self._status = Status()
-        self._set(request_id=request_id)
+        if self._fault is not None:
+            self._set(state=State.ERROR, error=self._fault, request_id=request_id)
+        else:
+            self._set(request_id=request_id)
 
     # -- durations -----------------------------------------------------------------------------
 

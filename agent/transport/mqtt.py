@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Protocol
@@ -90,6 +91,10 @@ class MqttTransport:
         self._tls = tls_context(settings.mqtt.tls)
         self._client: aiomqtt.Client | None = None
         self._connections = 0
+        # Since when the broker is out of reach (for /healthz); the agent starts without it.
+        self._down_since: float | None = time.monotonic()
+        # Set once status and info are out and ``online`` is published, cleared on a loss.
+        self.online = asyncio.Event()
         self._closing = asyncio.Event()
         self._closed = asyncio.Event()
 
@@ -102,6 +107,11 @@ class MqttTransport:
     @property
     def connected(self) -> bool:
         return self._client is not None
+
+    @property
+    def down_since(self) -> float | None:
+        """``time.monotonic()`` when the broker was last lost; None while connected."""
+        return self._down_since
 
     @property
     def reconnects(self) -> int:
@@ -167,6 +177,9 @@ class MqttTransport:
                 )
             finally:
                 self._client = None
+                self.online.clear()
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
             if self._closing.is_set():
                 return
             if self._connections != connections:
@@ -218,7 +231,9 @@ class MqttTransport:
             ):
                 await self._subscribe(client)
                 self._client = client
+                self._down_since = None
                 await self._announce(client)
+                self.online.set()
                 async with asyncio.TaskGroup() as tg:
                     receiving = tg.create_task(self._receive(client))
                     beating = tg.create_task(self._beat(client))
@@ -314,6 +329,7 @@ class MqttTransport:
     async def _beat(self, client: aiomqtt.Client) -> None:
         while True:
             await asyncio.sleep(self._mqtt.heartbeat_interval)
+            await self._heartbeat.measure()
             await self._publish_heartbeat(client)
             reraise_lost_cancel()
 

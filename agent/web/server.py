@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from loguru import logger
@@ -28,6 +29,8 @@ _CORS = {
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SnapshotSource = Callable[[], bytes | None]
+# (healthy, JSON body): see agent/health.py.
+HealthSource = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 # What players and dashboards fetch cross-origin (including a 404 for a segment gone).
@@ -55,6 +58,7 @@ class WebServer:
         self._port = port
         self._streams: dict[str, Path] = {}
         self._snapshot: SnapshotSource = lambda: None
+        self._health: HealthSource = lambda: (True, {"ok": True})
         self.app = web.Application(middlewares=[_cors])
         self.app.add_routes(
             [
@@ -86,6 +90,9 @@ class WebServer:
     def set_snapshot_source(self, source: SnapshotSource) -> None:
         self._snapshot = source
 
+    def set_health_source(self, source: HealthSource) -> None:
+        self._health = source
+
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -100,7 +107,8 @@ class WebServer:
             self._runner = None
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        healthy, body = self._health()
+        return web.json_response(body, status=200 if healthy else 503)
 
     async def _snapshot_jpg(self, _request: web.Request) -> web.Response:
         data = self._snapshot()

@@ -34,6 +34,7 @@ from fakecast.protocol import (
 from fakecast.tls import server_context
 
 MEDIA_RECEIVER = "CC1AD845"
+BACKDROP = "E8C28D3C"  # the idle screen a receiver shows when nothing is cast
 CAST_PORT = 8009
 HTTP_PORT = 8008
 
@@ -59,12 +60,19 @@ class App:
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     transport_id: str = field(default_factory=lambda: f"web-{random.randint(1, 10**6)}")
 
+    @property
+    def idle_screen(self) -> bool:
+        return self.app_id == BACKDROP
+
     def to_json(self) -> dict[str, Any]:
+        namespaces = ["urn:x-cast:com.google.cast.sse"]
+        if not self.idle_screen:
+            namespaces = [NS_MEDIA, "urn:x-cast:com.google.cast.cac"]
         return {
             "appId": self.app_id,
             "displayName": self.display_name,
-            "isIdleScreen": False,
-            "namespaces": [{"name": NS_MEDIA}, {"name": "urn:x-cast:com.google.cast.cac"}],
+            "isIdleScreen": self.idle_screen,
+            "namespaces": [{"name": name} for name in namespaces],
             "sessionId": self.session_id,
             "statusText": self.display_name,
             "transportId": self.transport_id,
@@ -130,6 +138,9 @@ class FakeCastDevice:
         self.launches: list[str] = []
         self.stops: list[str] = []  # "app" or "media", as senders asked
         self.answer_pings = True
+        # False: receiver and media requests (LAUNCH, LOAD, STOP...) go unanswered, like a TV
+        # that hangs; the connection and its pings stay up.
+        self.answer_requests = True
         self.player_history: list[tuple[str, str | None]] = []  # (state, idle reason)
         self.accepted = 0  # TLS connections accepted: tells reuse from reconnects
         self.app: App | None = None
@@ -207,12 +218,33 @@ class FakeCastDevice:
 
     async def reboot(self, down_s: float) -> None:
         """Gone for ``down_s`` seconds, then back with nothing running. Returns once back."""
+        await self.go_away()
+        await asyncio.sleep(down_s)
+        await self.come_back(backdrop=False)
+
+    async def go_away(self) -> None:
+        """Switched off (or off the network): connections end, nothing answers any more."""
         await self._go_down()
         self.app = None
         self.media = None
-        await asyncio.sleep(down_s)
+        self._touch()
+
+    async def come_back(self, *, backdrop: bool = True) -> None:
+        """Switched on again, showing its idle screen (Backdrop) or, older devices, no app."""
+        self.app = App(BACKDROP, "Backdrop") if backdrop else None
         await self._listen()
         self._touch()
+
+    async def other_app_ends(self) -> None:
+        """The other app (YouTube, a timer) is done: the device goes back to Backdrop."""
+        await self._stop_player()
+        self._end_app(broadcast=False)
+        self.app = App(BACKDROP, "Backdrop")
+        self._broadcast_receiver_status()
+
+    @property
+    def away(self) -> bool:
+        return self._server is None
 
     async def close_app(self) -> None:
         """The receiver closes the app by itself (a Nest Hub's idle timeout)."""
@@ -229,7 +261,8 @@ class FakeCastDevice:
     async def other_sender_load(self, url: str = "http://192.0.2.1/movie.mp4") -> None:
         """Another sender LOADs its own media into the running media receiver."""
         await self._stop_player()
-        if self.app is None:
+        if self.app is None or self.app.app_id != MEDIA_RECEIVER:
+            self._end_app(broadcast=False)
             self.app = App(MEDIA_RECEIVER, "Default Media Receiver")
             self._broadcast_receiver_status()
         media = {"contentId": url, "contentType": "video/mp4", "streamType": "BUFFERED"}
@@ -322,6 +355,8 @@ class FakeCastDevice:
                 connection.send(
                     frame.destination_id, frame.source_id, NS_HEARTBEAT, {"type": "PONG"}
                 )
+        elif not self.answer_requests:
+            return
         elif frame.namespace == NS_RECEIVER:
             self._spawn(self._on_receiver(connection, frame))
         elif frame.namespace == NS_MEDIA:

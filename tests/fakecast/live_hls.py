@@ -93,6 +93,10 @@ class LiveHlsServer:
         """Stop producing segments (an encoder that hangs)."""
         self._frozen_at = self._live_edge()
 
+    def thaw(self) -> None:
+        """Produce segments again (from the live edge of now, as a restarted encoder would)."""
+        self._frozen_at = None
+
     def _live_edge(self) -> int:
         if self._frozen_at is not None:
             return self._frozen_at

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.broadcast import Broadcast
+from agent.cast.base import MEDIA_RECEIVER_APP_ID, DeviceFacts
 from agent.config import Settings
 from agent.stream.backend import StreamBackend
-from agent.supervisor.session import SessionListener
 from support.settings import merge
 
 
@@ -55,21 +56,39 @@ class RecordingDevice:
     releases: int = 0
     on_play: Any = None
     on_stop: Any = None
+    facts: DeviceFacts = field(default_factory=DeviceFacts)
+    facts_changes: Broadcast[DeviceFacts] = field(default_factory=Broadcast)
 
-    async def play(self, stream_url: str, title: str, listener: SessionListener) -> None:
+    async def show(self, stream_url: str, title: str) -> None:
         self.played.append(stream_url)
         self.titles.append(title)
         if self.on_play is not None:
             await self.on_play(stream_url)
-        listener.set_player(player_state="PLAYING", device=self.name)
+        self.facts = DeviceFacts(
+            connected=True,
+            app_id=MEDIA_RECEIVER_APP_ID,
+            ours=True,
+            player_state="PLAYING",
+            content_id=stream_url,
+        )
+        self.facts_changes.publish(self.facts)
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
         self.stops += 1
         if self.on_stop is not None:
             await self.on_stop()
 
     async def release(self) -> None:
         self.releases += 1
+
+    async def set_volume(self, level: float | None, muted: bool | None) -> None:
+        pass
+
+    async def wait_connected(self, within_s: float) -> bool:
+        return self.facts.connected
+
+    async def reconnect(self) -> None:
+        pass
 
 
 @dataclass
