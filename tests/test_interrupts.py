@@ -4,12 +4,16 @@ through the session double. End to end through MQTT and a device: test_scenes_e2
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 
 from test_supervisor import Harness, harness, req  # noqa: F401  (fixture re-used)
 
 from agent.errors import ErrorCode, PagecastError
-from agent.supervisor.state import EventName, State
+from agent.supervisor.session import RotationPage
+from agent.supervisor.state import EventName, State, utcnow
+from agent.supervisor.supervisor import Wish
+from agent.wish import from_json, to_json
 
 SHORT = 0.3  # an interrupt's duration: long enough to see it, short enough to wait for
 
@@ -224,3 +228,20 @@ async def test_a_saved_interrupt_that_ended_meanwhile_resumes_its_base(
     assert supervisor.status.revert_to is None
     expired = replace(saved, revert_to=None)
     assert supervisor.resume(expired) is None
+
+
+def test_an_interrupt_over_a_rotation_is_saved_whole() -> None:
+    """The wish file (agent/wish.py) keeps the way back and the rotation's pages."""
+    base = Wish(
+        "base",
+        req(
+            "http://a/",
+            pages=(RotationPage("http://a/"), RotationPage("http://b/", 30)),
+            rotate_s=10,
+            scene="tour",
+        ),
+        ends_at=utcnow(),
+    )
+    interrupt = Wish("ring", req("http://door/", duration_s=60, revert=True), None, base)
+    data = json.loads(json.dumps(to_json(interrupt)))
+    assert from_json(Wish, data) == interrupt
