@@ -128,6 +128,9 @@ class StreamSettings(_Section):
     playlist_size: int = Field(6, ge=3, le=30)
     page_load_timeout_s: float = Field(20.0, gt=0)
     max_restarts: int = Field(5, ge=0)
+    reload_every_s: float | None = Field(
+        None, gt=0, description="load the page afresh this often (pages that go stale)"
+    )
     work_dir: Path | None = Field(None, description="session files; default: a temp dir")
 
 
@@ -136,6 +139,9 @@ class BrowserSettings(_Section):
     keep_warm: bool = True
     extra_args: list[str] = []
     sandbox: bool | None = Field(None, description="Chromium's sandbox; default: on unless root")
+    recycle_after_h: float | None = Field(
+        24.0, gt=0, description="move the stream to a fresh Chromium this often; null: never"
+    )
 
 
 class Cookie(_Section):
@@ -164,6 +170,14 @@ class AuthProfile(_Section):
         if not re.fullmatch(r"https?://[^/\s]+", value.rstrip("/")):
             raise ValueError("must look like https://host[:port]")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _secure_needs_https(self) -> AuthProfile:
+        # The cookies are bound to the origin's scheme: Chromium refuses a secure one for http.
+        insecure = [c.name for c in self.cookies if c.secure and self.origin.startswith("http:")]
+        if insecure:
+            raise ValueError(f"secure cookies {insecure} need an https origin")
+        return self
 
 
 class CastSettings(_Section):

@@ -146,9 +146,11 @@ class _PendingSession:
             raise PagecastError(ErrorCode.DEVICE_NOT_FOUND, "the stream backend is not up")
         await self._inner.set_volume(level, muted)
 
-    async def stop(self, successor: StreamRequest | None = None) -> None:
+    async def stop(
+        self, successor: StreamRequest | None = None, deadline: float | None = None
+    ) -> None:
         if self._inner is not None:
-            await self._inner.stop(successor)
+            await self._inner.stop(successor, deadline)
 
     def figures(self) -> StreamFigures | None:
         return self._inner.figures() if self._inner is not None else None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 from playwright.async_api import async_playwright
+from pydantic import ValidationError
 from support.streaming import until, until_async
 
 from agent.config import AuthProfile, BrowserSettings
@@ -73,6 +74,14 @@ def embedding(other: str) -> str:
 <script>
 addEventListener('load', () => {{ document.title = JSON.stringify({{cookie: document.cookie}}); }});
 </script></body></html>"""
+
+
+def test_a_secure_cookie_needs_an_https_origin() -> None:
+    """Bound to the origin's scheme, Chromium would refuse it at the first start: say so now."""
+    cookie = {"name": "session", "value": COOKIE_SECRET, "secure": True}
+    with pytest.raises(ValidationError, match=r"secure cookies \['session'\] need an https"):
+        AuthProfile(origin="http://nas.lan:8123", cookies=[cookie])
+    assert AuthProfile(origin="https://nas.lan:8123", cookies=[cookie]).cookies[0].secure
 
 
 def test_cookie_features_merge_into_the_one_switch_chromium_reads() -> None:

@@ -180,7 +180,8 @@ async def test_a_switch_shows_the_new_page_on_the_same_stream(
 
             await session.switch("s2", request(page_server.url("/tall/0000ff")))
             assert listener.titles[-1] == "color 0000ff"
-            await wait_for_colour(url, BLUE)
+            # The bound is not the point (a loaded machine encodes slowly); the colour is.
+            await wait_for_colour(url, BLUE, within=30)
             # Nothing but the page: no scrollbar on the right although the page is taller
             # than the window, no bar at the top, no mouse pointer in the middle.
             after = await asyncio.to_thread(media_playlist, media_url)
@@ -245,17 +246,18 @@ def _renderers() -> list[Proc]:
     return [p for p in named("chrom") if "--type=renderer" in p.cmdline]
 
 
-# part -> (its processes, the signal that takes it out, whether ffmpeg starts anew)
-BREAKDOWNS: dict[str, tuple[Callable[[], list[Proc]], signal.Signals, bool]] = {
+# part -> (its processes, the signal that takes it out, what the recovery names as the
+# reason, whether ffmpeg starts anew)
+BREAKDOWNS: dict[str, tuple[Callable[[], list[Proc]], signal.Signals, str, bool]] = {
     # The page's renderer, as when the kernel's OOM killer picks it.
-    "renderer": (_renderers, signal.SIGKILL, False),
+    "renderer": (_renderers, signal.SIGKILL, "page crashed", False),
     # Chromium's browser process; its helpers follow it.
-    "browser": (chromium_browser, signal.SIGKILL, False),
-    "ffmpeg": (lambda: named("ffmpeg"), signal.SIGKILL, True),
+    "browser": (chromium_browser, signal.SIGKILL, "Chromium died", False),
+    "ffmpeg": (lambda: named("ffmpeg"), signal.SIGKILL, "ffmpeg", True),
     # The display: browser and ffmpeg come back with it.
-    "Xvfb": (lambda: named("Xvfb"), signal.SIGKILL, True),
+    "Xvfb": (lambda: named("Xvfb"), signal.SIGKILL, "Xvfb died", True),
     # Stopped, not dead: only the missing segments tell.
-    "hung ffmpeg": (lambda: named("ffmpeg"), signal.SIGSTOP, True),
+    "hung ffmpeg": (lambda: named("ffmpeg"), signal.SIGSTOP, "stalled", True),
 }
 
 
@@ -263,7 +265,7 @@ BREAKDOWNS: dict[str, tuple[Callable[[], list[Proc]], signal.Signals, bool]] = {
 async def test_a_killed_part_heals_on_the_same_url(
     tmp_path: Path, page_server: PageServer, part: str
 ) -> None:
-    processes, signal_, new_encoder = BREAKDOWNS[part]
+    processes, signal_, reason, new_encoder = BREAKDOWNS[part]
     async with streaming(tmp_path, page_server.color("00ff00")) as (_, session, listener):
         try:
             [url] = listener.stream_urls
@@ -276,10 +278,8 @@ async def test_a_killed_part_heals_on_the_same_url(
                 os.kill(pid, signal_)
 
             await until(lambda: listener.named(EventName.RECOVERED), within=30)
-            [recovered] = listener.named(EventName.RECOVERED)
-            assert recovered["reason"]
-            if signal_ is signal.SIGSTOP:
-                assert "stalled" in recovered["reason"]
+            # The first recovery is this part's (a loaded machine may add a stall later).
+            assert reason in listener.named(EventName.RECOVERED)[0]["reason"]
             replacements = {p.pid for p in processes()}
             assert replacements
             assert not replacements & victims
@@ -305,7 +305,7 @@ async def test_a_killed_part_heals_on_the_same_url(
             assert not listener.endings
             figures = session.figures()
             assert figures is not None
-            assert figures.restarts == 1
+            assert figures.restarts >= 1
         finally:
             await session.stop()
         assert not named("ffmpeg")

@@ -23,7 +23,7 @@ async def test_a_shutdown_that_overruns_its_deadline_still_ends_idle(
     (session,) = harness.factory.sessions
     hung = asyncio.Event()
 
-    async def stop_that_hangs(successor: object = None) -> None:
+    async def stop_that_hangs(successor: object = None, deadline: float | None = None) -> None:
         session.calls.append("stop")
         try:
             await hung.wait()  # a TV that never answers

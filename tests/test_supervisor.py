@@ -29,6 +29,7 @@ class DoubleSession:
     calls: list[str] = field(default_factory=list)
     alive: bool = False
     successor: StreamRequest | None = None
+    deadline: float | None = None
 
     async def start(self) -> None:
         self.calls.append("start")
@@ -59,9 +60,12 @@ class DoubleSession:
     async def set_volume(self, level: float | None, muted: bool | None) -> None:
         self.calls.append(f"volume:{level}:{muted}")
 
-    async def stop(self, successor: StreamRequest | None = None) -> None:
+    async def stop(
+        self, successor: StreamRequest | None = None, deadline: float | None = None
+    ) -> None:
         self.calls.append("stop")
         self.successor = successor
+        self.deadline = deadline
         self.alive = False
 
     def figures(self) -> StreamFigures | None:

@@ -95,3 +95,21 @@ async def test_reports_of_a_replaced_session_are_ignored(harness: Harness) -> No
     await harness.settle()
     old.set_waiting("device_away")
     assert harness.supervisor.status.state is State.STREAMING
+
+
+async def test_shutdown_hands_its_deadline_to_the_session(harness: Harness) -> None:  # noqa: F811
+    harness.supervisor.start(req())
+    await harness.settle()
+    deadline = asyncio.get_running_loop().time() + 3
+    assert await harness.supervisor.shutdown(deadline)
+    # The device's stop request gets only what is left of the agent's shutdown budget.
+    assert harness.factory.sessions[0].deadline == deadline
+
+
+async def test_a_command_stop_has_no_deadline(harness: Harness) -> None:  # noqa: F811
+    harness.supervisor.start(req())
+    await harness.settle()
+    harness.supervisor.stop()
+    await harness.settle()
+    assert harness.factory.sessions[0].calls[-1] == "stop"
+    assert harness.factory.sessions[0].deadline is None

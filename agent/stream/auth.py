@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from loguru import logger
 from playwright.async_api import BrowserContext, CDPSession, Route
 
 from agent.config import AuthProfile
@@ -104,10 +103,5 @@ def _cookie_params(profile: AuthProfile) -> list[dict[str, Any]]:
 
 async def add_cookies(cdp: CDPSession, profile: AuthProfile | None) -> None:
     """The profile's cookies, for its origin only, in the context of ``cdp``'s page."""
-    if profile is None:
-        return
-    for cookie, params in zip(profile.cookies, _cookie_params(profile), strict=True):
-        result = await cdp.send("Network.setCookie", params)
-        if not result.get("success", True):
-            # E.g. a secure cookie for an http origin: the page will likely ask to log in.
-            logger.warning("auth profile cookie {!r} was refused by Chromium", cookie.name)
+    if profile is not None and profile.cookies:
+        await cdp.send("Network.setCookies", {"cookies": _cookie_params(profile)})

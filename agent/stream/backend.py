@@ -8,7 +8,7 @@ import contextlib
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -46,11 +46,10 @@ class StreamBackend:
         self.web.set_snapshot_source(self.latest_snapshot)
         self.snapshots: Broadcast[bytes] = Broadcast()
         self._snapshot: bytes | None = None
-        self._playwright_cm: contextlib.AbstractAsyncContextManager[Playwright] | None = None
+        # Everything entered, closed in reverse order however far entering got.
+        self._stack = contextlib.AsyncExitStack()
         self._screens: ScreenKeeper | None = None
-        self._warming: asyncio.Task[None] | None = None
         self._work_dir: Path | None = None
-        self._own_work_dir = False
         self._sessions: weakref.WeakSet[PipelineSession] = weakref.WeakSet()
 
     @property
@@ -72,7 +71,7 @@ class StreamBackend:
         try:
             await self._enter()
         except BaseException:
-            await self._exit()
+            await self._stack.aclose()
             raise
         return self
 
@@ -82,24 +81,28 @@ class StreamBackend:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._exit()
+        await self._stack.aclose()
 
     async def _enter(self) -> None:
         configured = self._settings.stream.work_dir
         if configured is not None:
-            configured.mkdir(parents=True, exist_ok=True)
-            self._work_dir = Path(tempfile.mkdtemp(prefix="pagecast-", dir=configured))
-        else:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="pagecast-"))
-        self._own_work_dir = True
+            await asyncio.to_thread(configured.mkdir, parents=True, exist_ok=True)
+        self._work_dir = Path(
+            await asyncio.to_thread(tempfile.mkdtemp, prefix="pagecast-", dir=configured)
+        )
+        self._stack.push_async_callback(asyncio.to_thread, shutil.rmtree, self._work_dir, True)
         await self.web.start()
-        self._playwright_cm = async_playwright()
-        playwright = await self._playwright_cm.__aenter__()
+        self._stack.push_async_callback(self.web.stop)
+        playwright = await self._stack.enter_async_context(_playwright())
         self._screens = ScreenKeeper(playwright, self._settings.browser)
+        self._stack.push_async_callback(self._screens.close)
         if self._settings.browser.keep_warm:
             geometry = Geometry.of(self._settings.qualities[self._settings.stream.default_quality])
             # In the background: the agent comes online at once; a start waits for the screen.
-            self._warming = asyncio.create_task(self._warm(geometry), name="warm-screen")
+            warming = asyncio.create_task(self._warm(geometry), name="warm-screen")
+            self._stack.push_async_callback(_cancel, warming)
+        # Normally the supervisor stopped its session already; nothing may outlive the backend.
+        self._stack.push_async_callback(self._stop_sessions)
 
     async def _warm(self, geometry: Geometry) -> None:
         # A browser that cannot start now may after a fix (a library installed, a flag set):
@@ -118,23 +121,9 @@ class StreamBackend:
             logger.info("browser warm ({}x{})", geometry.width, geometry.height)
             return
 
-    async def _exit(self) -> None:
-        # Normally the supervisor stopped its session already; nothing may outlive the backend.
+    async def _stop_sessions(self) -> None:
         for session in list(self._sessions):
             await session.stop()
-        if self._warming is not None:
-            self._warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._warming
-        if self._screens is not None:
-            await self._screens.close()
-        if self._playwright_cm is not None:
-            with contextlib.suppress(Exception):
-                await self._playwright_cm.__aexit__(None, None, None)
-            self._playwright_cm = None
-        await self.web.stop()
-        if self._own_work_dir and self._work_dir is not None:
-            await asyncio.to_thread(shutil.rmtree, self._work_dir, True)
 
     def create_session(
         self, session_id: str, request: StreamRequest, listener: SessionListener
@@ -152,3 +141,22 @@ class StreamBackend:
         session = PipelineSession(parts, session_id, request, listener)
         self._sessions.add(session)
         return session
+
+
+@contextlib.asynccontextmanager
+async def _playwright() -> AsyncIterator[Playwright]:
+    """Playwright's driver for as long as the backend runs; a driver that fails to exit
+    cleanly (it is often gone already at shutdown) does not stop the rest of the teardown."""
+    manager = async_playwright()
+    playwright = await manager.__aenter__()
+    try:
+        yield playwright
+    finally:
+        with contextlib.suppress(Exception):
+            await manager.__aexit__(None, None, None)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

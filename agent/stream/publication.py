@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +34,10 @@ class Publication:
     def path(self) -> str:
         return f"/stream/{self._token}/{MASTER_PLAYLIST}"
 
-    def url(self, device_host: str | None) -> str:
+    async def url(self, device_host: str | None) -> str:
         """The master playlist's URL as ``device_host`` can reach it."""
-        host = stream_host(self._public_host, device_host)
+        # In a thread: for a device given by host name, choosing the address resolves it.
+        host = await asyncio.to_thread(stream_host, self._public_host, device_host)
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self._web.port}{self.path}"
@@ -47,15 +49,22 @@ class Publication:
         self._web.unpublish(self._token)
         self._on_snapshot(None)
 
-    def check_snapshot(self) -> None:
+    async def check_snapshot(self) -> None:
         """Hand on the encoder's snapshot file when it changed since the last look."""
-        path = self.directory / SNAPSHOT_FILE
-        try:
-            mtime = path.stat().st_mtime
-            if mtime == self._snapshot_mtime:
-                return
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return
-        self._snapshot_mtime = mtime
-        self._on_snapshot(data)
+        found = await asyncio.to_thread(
+            _read_if_changed, self.directory / SNAPSHOT_FILE, self._snapshot_mtime
+        )
+        if found is not None:
+            self._snapshot_mtime, data = found
+            self._on_snapshot(data)
+
+
+def _read_if_changed(path: Path, known_mtime: float | None) -> tuple[float, bytes] | None:
+    """(mtime, content) of ``path`` unless it is missing or still at ``known_mtime``."""
+    try:
+        mtime = path.stat().st_mtime
+        if mtime == known_mtime:
+            return None
+        return mtime, path.read_bytes()
+    except FileNotFoundError:
+        return None

@@ -132,8 +132,9 @@ class Showing:
         try:
             await self._stage.reload()
         except PagecastError as exc:
+            # The page keeper (agent/stream/page_keeper.py) saw it fail: it reports it
+            # (page_error, waiting) and loads the page again until it answers.
             logger.warning("reload failed: {}", exc.message)
-            self._listener.event(EventName.PAGE_ERROR, reason=exc.message, cause="reload")
             return
         logger.info("page reloaded")
         self._listener.set_title(await self._stage.title())

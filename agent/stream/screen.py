@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from loguru import logger
 from playwright.async_api import Playwright
@@ -21,27 +22,38 @@ class Screen:
         self.geometry = geometry
         self.display = Display(geometry.width, geometry.height)
         self.browser: Browser | None = None
-        self._spare: BrowserPage | None = None
+        self._launched_at = time.monotonic()
+        # The next session's page, opening in the background (see prepare_spare).
+        self._spare: asyncio.Task[BrowserPage] | None = None
 
     @property
     def alive(self) -> bool:
         return self.display.alive and self.browser is not None and self.browser.alive
 
-    async def prepare_spare(self) -> None:
-        """Open a fresh context and fullscreen page now, for the next session without auth.
+    @property
+    def browser_age_s(self) -> float:
+        return time.monotonic() - self._launched_at
+
+    def prepare_spare(self) -> None:
+        """Start opening a fresh context and fullscreen page for the next session without
+        auth, in the background: nobody ever waits for it but that session's take_page().
 
         Only while no session streams: the new window opens on top and would be captured.
         """
         if self._spare is None and self.browser is not None and self.browser.alive:
-            self._spare = await self.browser.new_page(None)
+            self._spare = asyncio.create_task(self.browser.new_page(None), name="spare-page")
 
     async def take_page(self, profile: AuthProfile | None) -> BrowserPage:
         """A page in a fresh context: the spare one if it fits, else a new one."""
-        spare, self._spare = self._spare, None
-        if spare is not None and profile is None and spare.alive:
-            return spare
+        spare = self._spare
+        self._spare = None
+        if spare is not None and profile is None:
+            # Already opening: waiting for it is quicker than starting over.
+            await asyncio.wait([spare])
+            if not spare.cancelled() and spare.exception() is None and spare.result().alive:
+                return spare.result()
         if spare is not None:
-            await spare.close()
+            await _discard(spare)
         if self.browser is None:
             raise RuntimeError("screen not started")
         return await self.browser.new_page(profile)
@@ -56,19 +68,47 @@ class Screen:
 
     async def restart_browser(self) -> Browser:
         """A new Chromium on the same display (after a crash); the display keeps running."""
-        self._spare = None
+        self._drop_spare()
         if self.browser is not None:
             await self.browser.close()
         self.browser = Browser(self._playwright, self._settings, self.display.name, self.geometry)
         await self.browser.launch()
+        self._launched_at = time.monotonic()
         return self.browser
 
     async def close(self) -> None:
-        self._spare = None
+        self._drop_spare()
         if self.browser is not None:
             await self.browser.close()
             self.browser = None
         await self.display.stop()
+
+    def _drop_spare(self) -> None:
+        """Forget the spare page without waiting: closing the browser closes it anyway."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.cancel()
+            spare.add_done_callback(_close_when_opened)
+
+
+async def _discard(spare: asyncio.Task[BrowserPage]) -> None:
+    spare.cancel()
+    await asyncio.wait([spare])
+    if not spare.cancelled() and spare.exception() is None:
+        await spare.result().close()
+
+
+def _close_when_opened(spare: asyncio.Task[BrowserPage]) -> None:
+    # Also retrieves the exception of a spare that failed, so asyncio does not log it.
+    if not spare.cancelled() and spare.exception() is None:
+        page = spare.result()
+        closing = asyncio.get_running_loop().create_task(page.close())
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+
+
+# Closes of forgotten spare pages in flight (asyncio keeps only weak references to tasks).
+_closing: set[asyncio.Task[None]] = set()
 
 
 class ScreenKeeper:
@@ -88,9 +128,11 @@ class ScreenKeeper:
     async def warm(self, geometry: Geometry) -> None:
         """Start a screen ahead of the first session (``browser.keep_warm``)."""
         async with self._lock:
+            if self._in_use.locked():
+                return  # a session took over meanwhile; its geometry decides
             screen = await self._ensure(geometry)
-            if not self._in_use.locked():  # a session may have taken the screen meanwhile
-                await screen.prepare_spare()
+            if not self._in_use.locked():
+                screen.prepare_spare()
 
     async def acquire(self, geometry: Geometry) -> Screen:
         """A live screen at ``geometry`` for exclusive use until release()."""
@@ -108,15 +150,28 @@ class ScreenKeeper:
             await self._close_current()
             return await self._ensure(geometry)
 
+    async def fresh(self, geometry: Geometry) -> Screen:
+        """A new screen beside the current one, for the holder to move over to (adopt())."""
+        screen = Screen(self._playwright, self._settings, geometry)
+        await screen.start()
+        return screen
+
+    async def adopt(self, screen: Screen) -> None:
+        """Make ``screen`` (from fresh()) the current one and close the one it replaces."""
+        async with self._lock:
+            old, self._screen = self._screen, screen
+            if old is not None and old is not screen:
+                await old.close()
+
     async def release(self) -> None:
+        """Hand the screen back. Never waits for the next session's page: that one opens in
+        the background (a stop once took 16.8 s under load waiting for it)."""
         try:
             async with self._lock:
                 if not self._settings.keep_warm:
                     await self._close_current()
                 elif self._screen is not None:
-                    await self._screen.prepare_spare()
-        except Exception as exc:
-            logger.warning("could not keep the browser warm: {}", exc)
+                    self._screen.prepare_spare()
         finally:
             self._in_use.release()
 
@@ -130,12 +185,20 @@ class ScreenKeeper:
             if screen.browser is None or not screen.browser.alive:
                 logger.info("Chromium is gone; starting it again")
                 await screen.restart_browser()
+            elif self._due_for_recycling(screen):
+                # Nobody watches a warm browser: a new one costs no frame.
+                logger.info("recycling the warm browser")
+                await screen.restart_browser()
             return screen
         await self._close_current()
         screen = Screen(self._playwright, self._settings, geometry)
         await screen.start()
         self._screen = screen
         return screen
+
+    def _due_for_recycling(self, screen: Screen) -> bool:
+        after_h = self._settings.recycle_after_h
+        return after_h is not None and screen.browser_age_s > after_h * 3600
 
     async def _close_current(self) -> None:
         if self._screen is not None:

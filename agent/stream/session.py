@@ -20,9 +20,11 @@ from agent.errors import ErrorCode, PagecastError
 from agent.redact import redact_url
 from agent.retry import Backoff
 from agent.stream.casting import Casting, Parking
+from agent.stream.page_keeper import PageKeeper
 from agent.stream.pipeline import Pipeline, PipelineParts
 from agent.stream.publication import Publication
 from agent.stream.rotation import Showing
+from agent.stream.waiting import WaitingReasons
 from agent.supervisor.session import SessionListener, StreamRequest
 from agent.supervisor.state import EventName, StreamFigures
 from agent.web.server import WebServer
@@ -35,6 +37,12 @@ _SEGMENTS_BEFORE_CAST = 2
 _HEALTHY_RESET_S = 300.0
 _HEAL_BACKOFF_MIN_S = 0.25
 _HEAL_BACKOFF_MAX_S = 5.0
+# Starts in a burst arrive faster than pages load, each cancelling the switch before it: a
+# switch that waits this long before navigating is cancelled before Chromium hears of it.
+_SWITCH_SETTLE_S = 0.05
+# A browser that could not be recycled (its page did not load) is tried again after this.
+_RECYCLE_RETRY_MIN_S = 60.0
+_RECYCLE_RETRY_MAX_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +74,22 @@ class PipelineSession:
         )
         self._pipeline = Pipeline(parts, request, self._publication.directory)
         self._casting: Casting | None = None
+        # The device and the page may both keep the screen dark: one reason for the status.
+        waiting = WaitingReasons(listener)
+        self._cast_listener = waiting.part("cast")
+        self._page_keeper = PageKeeper(
+            self._pipeline, waiting.part("page"), parts.settings.stream.reload_every_s
+        )
         self._showing = Showing(self._pipeline, listener)
         self._watcher: asyncio.Task[None] | None = None
+        self._keeping: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._heal_backoff = Backoff(_HEAL_BACKOFF_MIN_S, _HEAL_BACKOFF_MAX_S)
         self._healthy_since = time.monotonic()
+        recycle_after_h = parts.settings.browser.recycle_after_h
+        self._recycle_after_s = recycle_after_h * 3600 if recycle_after_h else None
+        self._recycle_backoff = Backoff(_RECYCLE_RETRY_MIN_S, _RECYCLE_RETRY_MAX_S)
+        self._recycle_not_before = 0.0
 
     def _logging(self) -> contextlib.AbstractContextManager[None]:
         """Binds session, URL and quality to every log line of the work inside, including the
@@ -89,11 +108,13 @@ class PipelineSession:
         with self._logging():
             logger.info("starting pipeline")
             device, away = await self._start_parts()
-            stream_url = self._publication.url(device.host if device else None)
+            stream_url = await self._publication.url(device.host if device else None)
             self._publication.publish()
+            self._page_keeper.note()  # a resumed wish whose page is down waits for it
             self._listener.set_title(await self._pipeline.title())
             self._listener.set_stream_url(stream_url)
             self._watcher = asyncio.create_task(self._watch(), name="pipeline-watch")
+            self._keeping = asyncio.create_task(self._page_keeper.run(), name="page-keeper")
             if device is not None or away:
                 await self._cast(device, stream_url)
             else:
@@ -114,11 +135,11 @@ class PipelineSession:
         await self._casting.show(stream_url, title, resumed=self._request.resumed)
 
     async def _stream_url(self, device_host: str) -> str:
-        return self._publication.url(device_host)
+        return await self._publication.url(device_host)
 
     def _cast_to(self, device: CastDevice | None) -> Casting:
         parking = Parking(park=self._pipeline.park, unpark=self._pipeline.unpark)
-        return Casting(device, self._listener, self._settings.cast, parking)
+        return Casting(device, self._cast_listener, self._settings.cast, parking)
 
     async def _start_parts(self) -> tuple[CastDevice | None, bool]:
         """Find the device while the pipeline comes up; both must succeed, except that a
@@ -156,11 +177,24 @@ class PipelineSession:
         )
 
     async def switch(self, session_id: str, request: StreamRequest) -> None:
+        """Navigate in place. A page that does not load never costs the stream: the previous
+        page is loaded again (retried like an unreachable one if it fails too) and the
+        PAGE_LOAD_FAILED goes on to the supervisor, which keeps the previous wish."""
+        previous = self._session_id, self._request
         self._session_id, self._request = session_id, request
         with self._logging():
             logger.info("switching page in place")
             await self._showing.end()
-            await self._pipeline.navigate(request)
+            await asyncio.sleep(_SWITCH_SETTLE_S)
+            try:
+                await self._pipeline.navigate(request)
+            except PagecastError as exc:
+                if exc.code is not ErrorCode.PAGE_LOAD_FAILED:
+                    raise
+                await self._back_to(*previous, exc)
+                raise
+            finally:
+                self._page_keeper.loaded()
             self._listener.set_title(await self._pipeline.title())
             self._showing.begin(request)
 
@@ -175,6 +209,14 @@ class PipelineSession:
         if device is None:
             raise PagecastError(ErrorCode.DEVICE_NOT_FOUND, "this stream is cast to no device")
         await device.set_volume(level, muted)
+
+    async def _back_to(self, session_id: str, request: StreamRequest, exc: PagecastError) -> None:
+        self._session_id, self._request = session_id, request
+        with self._logging():
+            logger.warning("{}; showing the previous page again", exc.message)
+            with contextlib.suppress(PagecastError):
+                await self._pipeline.navigate(request)
+            self._showing.begin(request)  # the previous wish's rotation, if it had one
 
     async def stop(
         self, successor: StreamRequest | None = None, deadline: float | None = None
@@ -192,10 +234,11 @@ class PipelineSession:
         with self._logging():
             logger.info("stopping pipeline")
             await self._showing.end()
-            if self._watcher is not None:
-                self._watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._watcher
+            for task in (self._watcher, self._keeping):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             try:
                 if self._casting is not None:
                     await self._casting.stop(handover=handover, deadline=deadline)
@@ -212,16 +255,46 @@ class PipelineSession:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(_WATCH_INTERVAL_S)
-            self._publication.check_snapshot()
-            self._pipeline.note_progress()
+            await self._publication.check_snapshot()
+            await self._pipeline.note_progress()
             reason = self._pipeline.trouble()
-            if reason is None:
+            with self._logging():  # the current session id and URL, also after a switch
+                if reason is not None:
+                    if not await self._heal(reason):
+                        return
+                    self._page_keeper.note()
+                    continue
                 if time.monotonic() - self._healthy_since > _HEALTHY_RESET_S:
                     self._heal_backoff.reset()
-                continue
-            with self._logging():  # the current session id and URL, also after a switch
-                if not await self._heal(reason):
-                    return
+                if self._due_for_recycling():
+                    await self._recycle()
+
+    # -- recycling ---------------------------------------------------------------------------
+
+    def _due_for_recycling(self) -> bool:
+        return (
+            self._recycle_after_s is not None
+            and self._pipeline.browser_age_s > self._recycle_after_s
+            and time.monotonic() >= self._recycle_not_before
+            # A fresh browser could not load an unreachable page either; and while parked
+            # nothing runs that could grow old.
+            and not self._page_keeper.unreachable
+            and not self._pipeline.parked
+        )
+
+    async def _recycle(self) -> None:
+        age_h = self._pipeline.browser_age_s / 3600
+        logger.info("recycling the browser after {:.2f} h", age_h)
+        try:
+            await self._pipeline.recycle()
+        except Exception as exc:
+            delay = self._recycle_backoff.next()
+            self._recycle_not_before = time.monotonic() + delay
+            logger.warning("could not recycle the browser ({}); again in {:.0f} s", exc, delay)
+            return
+        self._recycle_backoff.reset()
+        logger.info("browser recycled")
+        self._listener.event(EventName.RECYCLED, after_h=round(age_h, 3))
 
     async def _heal(self, reason: str) -> bool:
         max_restarts = self._settings.stream.max_restarts

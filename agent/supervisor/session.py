@@ -98,7 +98,11 @@ class StreamSession(Protocol):
         """Whether ``request`` can be served by navigating this session in place."""
 
     async def switch(self, session_id: str, request: StreamRequest) -> None:
-        """Show ``request.url`` without restarting the encoder or the Cast media session."""
+        """Show ``request.url`` without restarting the encoder or the Cast media session.
+
+        PAGE_LOAD_FAILED means the page did not load and the session went back to the page
+        it showed before: it keeps serving the previous request. Any other error: broken.
+        """
 
     def reload(self) -> None:
         """Load the page on screen again, in place; runs in the background (trouble is
@@ -111,12 +115,15 @@ class StreamSession(Protocol):
         """Set the Cast device's volume and/or mute; raises PagecastError (DEVICE_NOT_FOUND
         when the session casts to no device)."""
 
-    async def stop(self, successor: StreamRequest | None = None) -> None:
+    async def stop(
+        self, successor: StreamRequest | None = None, deadline: float | None = None
+    ) -> None:
         """Tear everything down; idempotent, safe after a failed or cancelled start.
 
         ``successor`` is the request replacing this session, if any: a session casting to the
         same device leaves the receiver running for it instead of sending the TV back to its
-        ambient screen between the two streams.
+        ambient screen between the two streams. ``deadline`` (event loop time) is when the
+        agent must be gone: requests to the device are given only what is left of it.
         """
 
     def figures(self) -> StreamFigures | None:

@@ -75,6 +75,14 @@ class _Running:
     displaced: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """What a switch replaces, to go back to when the new page does not load."""
+
+    wish: _Wanted
+    title: str | None
+
+
 # States in which a session is up and the wish is being served (on screen or waited for).
 _ON_AIR = frozenset({State.STREAMING, State.WAITING})
 
@@ -381,6 +389,7 @@ class Supervisor:
         request = wanted.request
         log = _bind(wanted.session_id, request)
         previous = running.session_id
+        kept = _Kept(_Wanted(previous, running.request, self._status.ends_at), self._status.title)
         # From here the running session serves the new wish; a newer command cancels this.
         running.session_id, running.request = wanted.session_id, request
         self._cancel_expiry()
@@ -389,6 +398,7 @@ class Supervisor:
             url=request.url,
             request_id=request.request_id,
             title=None,
+            error=None,
             **_wish_fields(wanted),
         )
         log.info("switching page in place")
@@ -400,6 +410,9 @@ class Supervisor:
             log.info("switch superseded by a newer command")
             return
         except Exception as exc:
+            if isinstance(exc, PagecastError) and exc.code is ErrorCode.PAGE_LOAD_FAILED:
+                self._switch_failed(running, kept, wanted, exc.info)
+                return
             await self._teardown(running)
             self._running = None
             self._fail(wanted, _as_error(exc, "switch"))
@@ -431,6 +444,40 @@ class Supervisor:
             self._emit(EventName.REPLACED, session_id, **change)
         else:
             self._emit(EventName.STARTED, session_id, url=request.url, quality=request.quality)
+
+    def _switch_failed(
+        self, running: _Running, kept: _Kept, failed: _Wanted, error: ErrorInfo
+    ) -> None:
+        """The page did not load and the session shows the previous one again (see
+        StreamSession.switch): the stream, its URL and the Cast session stay; the previous
+        wish stands again, and status and event tell the command why it failed."""
+        _bind(failed.session_id, failed.request).warning("switch failed: {}", error.message)
+        previous = kept.wish
+        running.session_id, running.request = previous.session_id, previous.request
+        self._emit(
+            EventName.FAILED,
+            failed.session_id,
+            url=failed.request.url,
+            error=error.to_dict(),
+            kept_session_id=previous.session_id,
+        )
+        if self._wanted is not failed:
+            return  # a newer command decides what is shown next
+        self._wanted = previous
+        self._wish_changed()
+        self._set(
+            session_id=previous.session_id,
+            url=previous.request.url,
+            title=kept.title,
+            error=error,
+            **_wish_fields(previous),
+        )
+        if previous.ends_at is not None:
+            left_s = (previous.ends_at - utcnow()).total_seconds()
+            self._schedule_expiry(previous.session_id, max(left_s, 0.0))
+        base = failed.revert_to
+        if base is not None and base.session_id != previous.session_id:
+            self._revert(base)  # a failed interrupt of an interrupt: back to the first base
 
     async def _in_flight(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run stream work as a task that a newer command may cancel (see _kick)."""
@@ -486,7 +533,7 @@ class Supervisor:
             if self._deadline is not None:
                 left = self._deadline - asyncio.get_running_loop().time()
                 timeout = max(0.0, min(timeout, left))
-            await _within(timeout, running.session.stop(successor))
+            await _within(timeout, running.session.stop(successor, self._deadline))
             reraise_lost_cancel()
         except asyncio.CancelledError:
             if being_cancelled():

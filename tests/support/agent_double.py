@@ -69,7 +69,9 @@ class DoubleSession:
         self.volume = (old_level if level is None else level, old_muted if muted is None else muted)
         self.listener.set_volume(*self.volume)
 
-    async def stop(self, successor: StreamRequest | None = None) -> None:
+    async def stop(
+        self, successor: StreamRequest | None = None, deadline: float | None = None
+    ) -> None:
         self.calls.append("stop")
         self.alive = False
 

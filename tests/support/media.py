@@ -103,3 +103,28 @@ def close_to(
     rgb: tuple[int, int, int], expected: tuple[int, int, int], tolerance: int = 40
 ) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(rgb, expected, strict=True))
+
+
+def frame_colours(segment: bytes) -> list[tuple[int, int, int]]:
+    """The mean colour of every decoded picture of a segment, in order (blank-frame checks)."""
+    result = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            "pipe:0",
+            "-vf",
+            "scale=1:1:flags=area",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "pipe:1",
+        ],
+        input=segment,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    return [(result[i], result[i + 1], result[i + 2]) for i in range(0, len(result) - 2, 3)]

@@ -187,10 +187,24 @@ class PageServer:
     """The test pages on ``127.0.0.1:<free port>`` in a daemon thread."""
 
     def __init__(self, host: str = "127.0.0.1", *, require_basic: bool = False) -> None:
-        self._server = ThreadingHTTPServer((host, 0), _Handler)
+        self._require_basic = require_basic
+        self._serve((host, 0))
+
+    def _serve(self, address: tuple[str, int]) -> None:
+        self._server = ThreadingHTTPServer(address, _Handler)
         self._server.daemon_threads = True
-        self._server.require_basic = require_basic  # type: ignore[attr-defined]
+        self._server.require_basic = self._require_basic  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def down(self) -> None:
+        """The server is gone: connections to its port are refused until up()."""
+        self.close()
+
+    def up(self) -> None:
+        """Back on the same port, as a restarted server would be."""
+        host, port = self._server.server_address[:2]
+        self._serve((str(host), int(port)))
+        self.start()
 
     @property
     def origin(self) -> str:
