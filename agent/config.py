@@ -124,14 +124,43 @@ class StreamSettings(_Section):
     http_port: int = Field(8099, ge=0, le=65535)
     public_host: str | None = Field(None, description="host the Cast device uses to reach us")
     default_quality: str = "720p"
-    segment_seconds: float = Field(1.0, ge=0.5, le=6.0)
-    playlist_size: int = Field(6, ge=3, le=30)
+    # low: 0.5 s segments and a start hint three segments behind the live edge (~1.5 s
+    # glass-to-glass); normal: 1 s segments, players' own defaults (~3.5 s), more slack for
+    # a shaky Wi-Fi. bench/pipeline.py measures both.
+    latency: Literal["low", "normal"] = "low"
+    segment_seconds: float | None = Field(
+        None, ge=0.5, le=6.0, description="default: 0.5 with latency low, 1.0 with normal"
+    )
+    # Frames equal to the one before are not encoded (a still page costs a frame a segment).
+    dedupe: bool = True
+    encoder: Literal["auto", "x264", "vaapi", "qsv", "v4l2m2m", "nvenc"] = "auto"
+    playlist_size: int | None = Field(
+        None, ge=3, le=30, description="segments listed; default: 6 s worth of segments"
+    )
     page_load_timeout_s: float = Field(20.0, gt=0)
     max_restarts: int = Field(5, ge=0)
     reload_every_s: float | None = Field(
         None, gt=0, description="load the page afresh this often (pages that go stale)"
     )
     work_dir: Path | None = Field(None, description="session files; default: a temp dir")
+
+    @property
+    def segment_length_s(self) -> float:
+        if self.segment_seconds is not None:
+            return self.segment_seconds
+        return 0.5 if self.latency == "low" else 1.0
+
+    @property
+    def playlist_length(self) -> int:
+        if self.playlist_size is not None:
+            return self.playlist_size
+        return max(3, round(6.0 / self.segment_length_s))
+
+    @property
+    def start_offset_s(self) -> float | None:
+        """How far behind the live edge players should start (EXT-X-START), None: their own
+        default. Three segments: Shaka's own choice, and what RFC 8216 asks of a client."""
+        return 3 * self.segment_length_s if self.latency == "low" else None
 
 
 class BrowserSettings(_Section):

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from support.streaming import until, until_async
 
 from agent.config import AuthProfile, BrowserSettings
-from agent.stream import auth
 from agent.stream.browser import Geometry
 from agent.stream.screen import Screen
 
@@ -82,19 +81,6 @@ def test_a_secure_cookie_needs_an_https_origin() -> None:
     with pytest.raises(ValidationError, match=r"secure cookies \['session'\] need an https"):
         AuthProfile(origin="http://nas.lan:8123", cookies=[cookie])
     assert AuthProfile(origin="https://nas.lan:8123", cookies=[cookie]).cookies[0].secure
-
-
-def test_cookie_features_merge_into_the_one_switch_chromium_reads() -> None:
-    args = auth.cookie_features(["--foo", "--enable-features=A,B", "--enable-features=C"])
-    assert args[:1] == ["--foo"]
-    (features,) = [a for a in args if a.startswith("--enable-features=")]
-    assert features.removeprefix("--enable-features=").split(",") == [
-        "A",
-        "B",
-        "C",
-        "EnableSchemeBoundCookies",
-        "EnablePortBoundCookies",
-    ]
 
 
 async def test_profile_credentials_reach_their_origin_and_not_another_port() -> None:

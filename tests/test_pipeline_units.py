@@ -74,9 +74,8 @@ def test_ffmpeg_flags_for_cast(tmp_path: Path) -> None:
     assert value_after(args, "-video_size") == "1280x720"
     assert (value_after(args, "-profile:v"), value_after(args, "-level:v")) == ("high", "4.1")
     assert value_after(args, "-pix_fmt") == "yuv420p"
-    assert value_after(args, "-g") == "30"  # a keyframe per 1 s segment
-    assert value_after(args, "-force_key_frames") == "expr:gte(t,n_forced*1)"
     assert value_after(args, "-maxrate") == "2500k"
+    assert value_after(args, "-tune") == "zerolatency"  # no lookahead, no B-frames
     assert value_after(args, "-c:a") == "aac"
     assert "anullsrc" in value_after(args, "-filter_complex")
     assert "append_list" not in value_after(args, "-hls_flags")
@@ -88,6 +87,27 @@ def test_ffmpeg_flags_for_cast(tmp_path: Path) -> None:
     without_snapshot = ffmpeg_args(spec(None), tmp_path, append=False)
     assert "snapshot.jpg" not in " ".join(without_snapshot)
     assert without_snapshot[-1] == str(tmp_path / "media.m3u8")
+
+
+def test_dedupe_keeps_a_keyframe_per_segment_slot(tmp_path: Path) -> None:
+    args = ffmpeg_args(spec(None), tmp_path, append=False)
+    graph = value_after(args, "-filter_complex")
+    # Equal frames are dropped before the colour conversion, except each slot's first.
+    assert graph.index("scdet") < graph.index("metadata=mode=select") < graph.index("yuv420p")
+    slot = "st(1,floor(time(0)/1));st(2,not(eq(ld(1),ld(0))));st(0,ld(1))"
+    assert f"expr='{slot};ld(2)+gt(VALUE1,VALUE2)'" in graph
+    assert value_after(args, "-force_key_frames") == f"expr:{slot};ld(2)"
+    assert value_after(args, "-fps_mode") == "vfr"
+    assert value_after(args, "-hls_time") == "0.5"  # cut at every keyframe
+
+
+def test_reference_command_is_plain_constant_rate(tmp_path: Path) -> None:
+    args = ffmpeg_args(spec(None), tmp_path, append=False, tuned=False)
+    assert value_after(args, "-filter_complex").endswith("[0:v]format=yuv420p[enc]")
+    assert value_after(args, "-g") == "30"  # a keyframe per 1 s segment
+    assert value_after(args, "-force_key_frames") == "expr:gte(t,n_forced*1)"
+    assert value_after(args, "-r") == "30"
+    assert value_after(args, "-hls_time") == "1"
 
 
 @pytest.mark.parametrize(

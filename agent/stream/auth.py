@@ -5,7 +5,7 @@ Playwright; cookies are not by default, because browsers scope a cookie to its h
 ``http://host:8123``'s cookie would also go to ``http://host:9000``. Chromium's scheme- and
 port-bound cookies close that gap for cookies that carry the scheme and port they came from,
 so the profile's cookies are set over CDP with both, in a browser launched with those
-features (``cookie_features``). The page still sees its cookies the normal way
+features (``ORIGIN_BOUND_COOKIES``). The page still sees its cookies the normal way
 (``document.cookie`` unless ``http_only``, WebSockets, service workers).
 
 Nothing here logs a value; profiles are referred to by name only.
@@ -14,7 +14,6 @@ Nothing here logs a value; profiles are referred to by name only.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,25 +21,10 @@ from playwright.async_api import BrowserContext, CDPSession, Route
 
 from agent.config import AuthProfile
 
-# Chromium reads only the last --enable-features switch (Playwright passes its own first,
-# which ours replaces): every feature the browser needs must be in this one.
-_ENABLE_FEATURES = "--enable-features="
-_ORIGIN_BOUND_COOKIES = ("EnableSchemeBoundCookies", "EnablePortBoundCookies")
+# Chromium features that bind a cookie to the scheme and port it came from (see
+# agent/stream/features.py for how they reach the command line).
+ORIGIN_BOUND_COOKIES = ("EnableSchemeBoundCookies", "EnablePortBoundCookies")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def cookie_features(args: Sequence[str]) -> list[str]:
-    """``args`` with the origin-bound cookie features merged into one ``--enable-features``."""
-    others = [arg for arg in args if not arg.startswith(_ENABLE_FEATURES)]
-    wanted = [
-        feature
-        for arg in args
-        if arg.startswith(_ENABLE_FEATURES)
-        for feature in arg.removeprefix(_ENABLE_FEATURES).split(",")
-        if feature
-    ]
-    features = dict.fromkeys([*wanted, *_ORIGIN_BOUND_COOKIES])
-    return [*others, _ENABLE_FEATURES + ",".join(features)]
 
 
 def context_options(profile: AuthProfile | None) -> dict[str, Any]:
@@ -93,7 +77,7 @@ def _cookie_params(profile: AuthProfile) -> list[dict[str, Any]]:
             "path": cookie.path,
             "httpOnly": cookie.http_only,
             "secure": cookie.secure,
-            # What makes it an origin's cookie rather than a host's (with cookie_features).
+            # What makes it an origin's cookie rather than a host's (with ORIGIN_BOUND_COOKIES).
             "sourceScheme": "Secure" if origin.scheme == "https" else "NonSecure",
             "sourcePort": port,
         }

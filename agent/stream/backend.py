@@ -19,6 +19,7 @@ from agent.broadcast import Broadcast
 from agent.cast.base import CastManager
 from agent.config import Settings
 from agent.retry import Backoff
+from agent.stream import hwaccel
 from agent.stream.browser import Geometry
 from agent.stream.screen import ScreenKeeper
 from agent.stream.session import PipelineSession, SessionParts
@@ -105,6 +106,12 @@ class StreamBackend:
         self._stack.push_async_callback(self._stop_sessions)
 
     async def _warm(self, geometry: Geometry) -> None:
+        # The encoder probe (a few one-frame test encodes) overlaps the browser's launch.
+        await asyncio.gather(
+            hwaccel.chosen(self._settings.stream.encoder), self._warm_screen(geometry)
+        )
+
+    async def _warm_screen(self, geometry: Geometry) -> None:
         # A browser that cannot start now may after a fix (a library installed, a flag set):
         # keep trying, and say why meanwhile.
         backoff = Backoff(WARM_RETRY_MIN_S, WARM_RETRY_MAX_S)

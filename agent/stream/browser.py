@@ -12,7 +12,7 @@ from playwright.async_api import BrowserContext, Page, Playwright
 
 from agent.config import AuthProfile, BrowserSettings, QualityPreset
 from agent.errors import ErrorCode, PagecastError
-from agent.stream import auth
+from agent.stream import auth, features
 from agent.stream.process import start_owned
 
 _LAUNCH_TIMEOUT_S = 30.0
@@ -37,6 +37,16 @@ def sandbox_enabled(settings: BrowserSettings) -> bool:
     return settings.sandbox if settings.sandbox is not None else os.geteuid() != 0
 
 
+# Nothing of the browser's UI is ever seen on a captured kiosk.
+_UNSEEN_FEATURES = (
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+    "WebUIOmniboxFullPopup",
+    "PreloadTopChromeWebUI",
+    "SpareRendererForSitePerProcess",
+)
+
+
 def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
     return [
         "--kiosk",
@@ -59,7 +69,12 @@ def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
         "--disable-background-timer-throttling",
         "--disable-renderer-backgrounding",
         "--disable-backgrounding-occluded-windows",
-        *auth.cookie_features(settings.extra_args),
+        # Nobody sees browser UI on a captured kiosk: no renderers kept for the omnibox popup
+        # (a WebUI page each new context's window preloads, ~30 MB PSS) or for tab search,
+        # and no spare renderer process idling for a navigation that may never come.
+        *features.merged(
+            settings.extra_args, enable=auth.ORIGIN_BOUND_COOKIES, disable=_UNSEEN_FEATURES
+        ),
     ]
 
 

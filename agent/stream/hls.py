@@ -14,6 +14,30 @@ HLS_CONTENT_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_CONTENT_TYPE = "video/mp2t"
 
 
+# H.264 High 4.1 (what every encoder is asked for) and AAC-LC: Cast devices reject a master
+# playlist whose CODECS do not name both tracks.
+_CODECS = "avc1.640029,mp4a.40.2"
+_AUDIO_KBPS = 32
+
+
+def master_playlist(
+    width: int, height: int, bitrate_kbps: int, start_offset_s: float | None
+) -> str:
+    """The master playlist, written by us rather than ffmpeg's ``-master_pl_name``: only we
+    can add EXT-X-START, which tells players (hls.js) how far behind the live edge to start;
+    without it hls.js starts three *target durations* (whole seconds) behind."""
+    # Peak rate as ffmpeg computes it: video and audio rates plus 10 % for the container.
+    bandwidth = (bitrate_kbps + _AUDIO_KBPS) * 1100
+    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if start_offset_s is not None:
+        lines.append(f"#EXT-X-START:TIME-OFFSET=-{start_offset_s:g}")
+    lines += [
+        f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={width}x{height},CODECS="{_CODECS}"',
+        MEDIA_PLAYLIST,
+    ]
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True, slots=True)
 class Playlist:
     media_sequence: int

@@ -18,7 +18,7 @@ from playwright.async_api import Page
 
 from agent.config import Settings
 from agent.errors import ErrorCode, PagecastError
-from agent.stream import navigation
+from agent.stream import hwaccel, navigation
 from agent.stream.browser import BrowserPage, Geometry
 from agent.stream.encoder import Encoder, EncoderSpec, require_running
 from agent.stream.hls import Playlist, media_bitrate_kbps, read_playlist
@@ -59,6 +59,7 @@ class Pipeline:
         # A rotation's next page, loaded behind the one on screen (see prepare()).
         self._prepared: tuple[Page, str] | None = None
         self._encoder: Encoder | None = None
+        self._codec = hwaccel.X264
         self._holding_screen = False
         # (newest segment sequence, when it was first seen): the encoder's heartbeat.
         self._progress: tuple[int | None, float] = (None, time.monotonic())
@@ -102,6 +103,7 @@ class Pipeline:
         # The page first: the stream then opens on the page, not on a blank window, and a
         # page that fails to load never costs an encoder.
         await self._open_page(strict=not self._request.resumed)
+        self._codec = await hwaccel.chosen(self._settings.stream.encoder)
         self._encoder = Encoder(self._encoder_spec(self._screen), self.directory)
         await self._encoder.start()
         await self.wait_for_segments(1)
@@ -184,9 +186,12 @@ class Pipeline:
             height=self._geometry.height,
             fps=preset.fps,
             bitrate_kbps=preset.bitrate_kbps,
-            segment_seconds=self._settings.stream.segment_seconds,
-            playlist_size=self._settings.stream.playlist_size,
+            segment_seconds=self._settings.stream.segment_length_s,
+            playlist_size=self._settings.stream.playlist_length,
             snapshot_interval_s=snapshot.interval if snapshot.enabled else None,
+            dedupe=self._settings.stream.dedupe,
+            codec=self._codec,
+            start_offset_s=self._settings.stream.start_offset_s,
         )
 
     async def _open_page(self, *, strict: bool) -> None:
@@ -252,7 +257,7 @@ class Pipeline:
 
     @property
     def stalled(self) -> bool:
-        limit = max(_STALL_SEGMENTS * self._settings.stream.segment_seconds, _STALL_MIN_S)
+        limit = max(_STALL_SEGMENTS * self._settings.stream.segment_length_s, _STALL_MIN_S)
         return self.segment_age_s > limit
 
     def trouble(self) -> str | None:
@@ -285,6 +290,7 @@ class Pipeline:
             duplicated_frames=progress.duplicated_frames,
             restarts=restarts,
             segment_age_s=round(self.segment_age_s, 2),
+            encoder=self._codec.name,
         )
 
     # -- parking -----------------------------------------------------------------------------

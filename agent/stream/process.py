@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import threading
@@ -16,16 +15,12 @@ from loguru import logger
 
 T = TypeVar("T")
 
-_PR_SET_PDEATHSIG = 1
-# Loaded here, in the parent: dlopen() between fork and exec could deadlock on a lock that
-# another thread held at fork time.
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:
-    # If the agent itself is killed (SIGKILL, OOM), the kernel takes its children along, so no
-    # Xvfb or ffmpeg outlives it. Runs in the child between fork and exec.
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+# If the agent itself is killed (SIGKILL, OOM), the kernel takes its children along, so no Xvfb
+# or ffmpeg outlives it: util-linux's setpriv (Essential in Debian) sets the parent-death
+# signal and execs the child, which keeps it. Not a preexec_fn: with one, Python forks the
+# whole agent instead of using vfork, and that fork holds up the event loop for 0.1-0.2 s on a
+# busy machine.
+_DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL")
 
 
 async def start_owned(start: Awaitable[T], end: Callable[[T], Awaitable[None]]) -> T:
@@ -110,6 +105,7 @@ class ChildProcess:
         cls, name: str, argv: Sequence[str], pass_fds: Sequence[int], stdout: int | None
     ) -> ChildProcess:
         process = await asyncio.create_subprocess_exec(
+            *_DIE_WITH_PARENT,
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=stdout,
@@ -118,7 +114,6 @@ class ChildProcess:
             # Own process group: a Ctrl-C meant for the agent reaches it, not its children;
             # the agent then stops them in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         logger.debug("{} started (pid {})", name, process.pid)
         return cls(name, process)

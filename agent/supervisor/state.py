@@ -126,6 +126,8 @@ class StreamFigures:
     restarts: int = 0
     # Seconds since the newest segment was written: a stuck encoder shows here first.
     segment_age_s: float | None = None
+    # The H.264 encoder in use: x264 or a hardware one (stream.encoder).
+    encoder: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
