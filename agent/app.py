@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NoReturn
 
 from loguru import logger
@@ -34,7 +34,6 @@ from agent.stream.address import stream_host
 from agent.stream.backend import StreamBackend
 from agent.stream.process import kill_all_children
 from agent.supervisor.session import SessionFactory
-from agent.supervisor.state import utcnow
 from agent.supervisor.supervisor import Supervisor, Wish
 from agent.transport.mqtt import MqttExtension, MqttTransport
 from agent.web.api import WebhookApi
@@ -168,22 +167,17 @@ async def _resume(agent: _Agent) -> None:
     wish = await agent.wishes.load(Wish)
     if wish is None:
         return
-    remaining: float | None = None
-    if wish.ends_at is not None:
-        remaining = (wish.ends_at - utcnow()).total_seconds()
-        if remaining <= 0:
-            logger.info("the saved wish (session {}) ended while we were away", wish.session_id)
-            agent.wishes.forget()
-            return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(agent.transport.online.wait(), RESUME_WAITS_FOR_MQTT_S)
     if agent.supervisor.wish is not None:
         return  # a start command arrived meanwhile: it is newer
-    request = replace(wish.request, resumed=True, force=False, duration_s=remaining)
-    outcome = agent.supervisor.start(request)
-    logger.bind(session_id=outcome.session_id, url=request.url, quality=request.quality).info(
-        "resuming the saved wish"
-    )
+    # An interrupt comes back with its way back, or gives way to its base if its time is up.
+    outcome = agent.supervisor.resume(wish)
+    if outcome is None:
+        logger.info("the saved wish (session {}) ended while we were away", wish.session_id)
+        agent.wishes.forget()
+        return
+    logger.bind(session_id=outcome.session_id).info("resuming the saved wish")
 
 
 async def run_agent(

@@ -238,6 +238,42 @@ class CastSettings(_Section):
     stop_action: Literal["quit", "stop_media"] = "quit"
 
 
+_WEB_URL = r"https?://\S+"
+
+
+class ScenePage(_Section):
+    url: str = Field(pattern=_WEB_URL)
+    seconds: float | None = Field(None, ge=2)
+
+
+class Scene(_Section):
+    """A named start (``start {"scene": name}`` or ``cmd/scene``); keys as in a start command."""
+
+    url: str | None = Field(None, pattern=_WEB_URL)
+    urls: list[str | ScenePage] | None = Field(None, min_length=1)
+    rotate_s: float | None = Field(None, ge=2)
+    quality: str | None = None
+    duration: float | None = Field(None, gt=0)
+    revert: bool = False
+    device: str | None = None
+    auth: str | None = None
+
+    @model_validator(mode="after")
+    def _one_page_or_a_rotation(self) -> Scene:
+        if (self.url is None) == (self.urls is None):
+            raise ValueError("give either url or urls")
+        for item in self.urls or []:
+            if isinstance(item, str) and not re.fullmatch(_WEB_URL, item):
+                raise ValueError(f"urls: {item!r} is not an http(s) URL")
+        if self.revert and self.duration is None:
+            raise ValueError("revert needs a duration (when to go back)")
+        return self
+
+    def as_command(self) -> dict[str, Any]:
+        """The start command this scene stands for."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
 class LogSettings(_Section):
     level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(False, alias="json")
@@ -294,6 +330,7 @@ class Settings(BaseSettings):
     browser: BrowserSettings = BrowserSettings()
     qualities: dict[str, QualityPreset] = {}
     auth: dict[str, AuthProfile] = {}
+    scenes: dict[str, Scene] = {}
     log: LogSettings = LogSettings()
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     api: ApiSettings = ApiSettings()
@@ -325,6 +362,11 @@ class Settings(BaseSettings):
                 f"stream.default_quality: unknown quality {self.stream.default_quality!r} "
                 f"(known: {known})"
             )
+        for name, scene in self.scenes.items():
+            if scene.quality is not None and scene.quality not in self.qualities:
+                raise ValueError(f"scenes.{name}.quality: unknown quality {scene.quality!r}")
+            if scene.auth is not None and scene.auth not in self.auth:
+                raise ValueError(f"scenes.{name}.auth: unknown auth profile {scene.auth!r}")
 
     def auth_profile(self, name: str | None) -> AuthProfile | None:
         """The profile called ``name`` (None for none); an unknown name is INVALID_PAYLOAD."""

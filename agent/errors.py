@@ -18,6 +18,9 @@ class ErrorCode(StrEnum):
     PIPELINE_FAILED = "PIPELINE_FAILED"
     CAST_FAILED = "CAST_FAILED"
     UNAUTHORIZED = "UNAUTHORIZED"
+    UNKNOWN_SCENE = "UNKNOWN_SCENE"
+    # reload, next or volume while nothing streams (or nothing rotates / casts).
+    NOT_STREAMING = "NOT_STREAMING"
     INTERNAL = "INTERNAL"
 
 

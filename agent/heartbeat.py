@@ -14,7 +14,10 @@ from agent.proctree import TreeUsage, tree_usage
 from agent.supervisor.state import iso, utcnow
 from agent.supervisor.supervisor import Supervisor
 
-CORE_CAPABILITIES = ("duration", "auth-profiles", "fleet", "mqtt5-response-topic", "id-replay")
+CORE_CAPABILITIES = (
+    *("duration", "auth-profiles", "fleet", "mqtt5-response-topic", "id-replay"),
+    *("interrupts", "rotations", "scenes", "volume", "reload"),
+)
 
 
 class Heartbeat:
@@ -61,6 +64,7 @@ def info_payload(settings: Settings, extra_capabilities: Iterable[str] = ()) -> 
             name: preset.model_dump(mode="json") for name, preset in settings.qualities.items()
         },
         "default_quality": settings.stream.default_quality,
+        "scenes": sorted(settings.scenes),
         "capabilities": [*CORE_CAPABILITIES, *extra_capabilities],
         "config": settings.public_dict(),
     }

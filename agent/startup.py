@@ -134,6 +134,18 @@ class _PendingSession:
             raise PagecastError(ErrorCode.PIPELINE_FAILED, "the stream backend is not up")
         await self._inner.switch(session_id, request)
 
+    def reload(self) -> None:
+        if self._inner is not None:
+            self._inner.reload()
+
+    def next_page(self) -> bool:
+        return self._inner is not None and self._inner.next_page()
+
+    async def set_volume(self, level: float | None, muted: bool | None) -> None:
+        if self._inner is None:
+            raise PagecastError(ErrorCode.DEVICE_NOT_FOUND, "the stream backend is not up")
+        await self._inner.set_volume(level, muted)
+
     async def stop(
         self, successor: StreamRequest | None = None, deadline: float | None = None
     ) -> None:

@@ -118,7 +118,7 @@ def test_unique_ids_are_stable_and_per_node() -> None:
 def test_every_command_goes_to_the_agents_command_topics() -> None:
     components = discovery_document(settings())["components"]
     commands = [c["command_topic"] for c in components.values() if "command_topic" in c]
-    assert len(commands) == 3
+    assert len(commands) == 7  # page, quality, stop; volume, mute, reload, next
     assert all(topic.startswith("pagecast/living-room/cmd/") for topic in commands)
     platforms = {key: c["platform"] for key, c in components.items()}
     assert platforms == {
@@ -132,6 +132,10 @@ def test_every_command_goes_to_the_agents_command_topics() -> None:
         "quality": "select",
         "stop": "button",
         "screen": "camera",
+        "volume": "number",
+        "mute": "switch",
+        "reload": "button",
+        "next": "button",
     }
 
 
@@ -268,18 +272,29 @@ class HomeAssistantClient:
         return ha_state(component, message.payload)
 
     async def set_value(self, component: Mapping[str, Any], value: str) -> int:
-        """A user sets a text or select; its attributes are the last ~/status.
+        """A user sets a text, select or number; its attributes are the last ~/status.
+        Without a command template HA sends the value itself.
 
         Returns a mark: status_where(since=mark) sees only what followed.
         """
         mark = self.mqtt.mark()
-        payload = ha_command(component, value, self.last_status())
+        payload = (
+            ha_command(component, value, self.last_status())
+            if "command_template" in component
+            else value.encode()
+        )
         await self.mqtt.publish(component["command_topic"], payload, qos=1)
         return mark
 
     async def press(self, button: Mapping[str, Any]) -> int:
         mark = self.mqtt.mark()
         await self.mqtt.publish(button["command_topic"], button["payload_press"], qos=1)
+        return mark
+
+    async def switch(self, switch: Mapping[str, Any], on: bool) -> int:
+        mark = self.mqtt.mark()
+        payload = switch["payload_on" if on else "payload_off"]
+        await self.mqtt.publish(switch["command_topic"], payload, qos=1)
         return mark
 
     async def status_where(

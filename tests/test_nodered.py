@@ -134,9 +134,18 @@ class Editor:
 
         return await self.wait(find)
 
-    async def press(self, session: aiohttp.ClientSession, inject: str, payload: str = "") -> None:
-        """The inject node's button; with ``payload``, as if edited in the inject dialog."""
-        body = {"__user_inject_props__": [{"p": "payload", "v": payload, "vt": "str"}]}
+    async def press(
+        self,
+        session: aiohttp.ClientSession,
+        inject: str,
+        payload: str = "",
+        **numbers: float,
+    ) -> None:
+        """The inject node's button; with ``payload`` (and numeric ``numbers`` properties), as
+        if edited in the inject dialog."""
+        props = [{"p": "payload", "v": payload, "vt": "str"}]
+        props += [{"p": name, "v": str(value), "vt": "num"} for name, value in numbers.items()]
+        body = {"__user_inject_props__": props}
         async with session.post(
             f"{self.base}/inject/{inject}", json=body if payload else None
         ) as response:
@@ -254,6 +263,65 @@ async def test_flow_starts_a_page_and_shows_status_and_events(
                 "pagecast.debug.response", lambda m: m["payload"]["command"] == "status"
             )
             assert answer["payload"]["status"]["state"] == "idle"
+        finally:
+            collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collecting
+
+
+async def test_flow_rings_the_doorbell_and_goes_back(
+    node_red: Path,
+    mosquitto: Mosquitto,
+    agent_settings: Callable[..., Settings],
+    page_server: PageServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    settings = agent_settings(
+        node_id=NODE_ID,
+        cast={"device": "none"},
+        stream={"http_host": "127.0.0.1", "http_port": 0, "public_host": "127.0.0.1"},
+        qualities={"hub": {"width": 320, "height": 180, "fps": 15, "bitrate_kbps": 400}},
+        snapshot={"enabled": False},
+    )
+    dashboard, camera = page_server.color("3366cc"), page_server.color("cc6633")
+    async with (
+        real_agent(settings),
+        running_node_red(node_red, tmp_path / "node-red", mosquitto.port) as base,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{base}/comms") as ws,
+    ):
+        editor = Editor(base, ws)
+        collecting = asyncio.create_task(editor.collect())
+        try:
+            await ws.send_str(json.dumps({"subscribe": "debug"}))
+            await ws.send_str(json.dumps({"subscribe": "status/#"}))
+            await editor.wait(lambda: editor.statuses.get("pagecast.show.availability") == "online")
+            await editor.press(http, "pagecast.inject.start", dashboard)
+            await editor.wait(
+                lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {dashboard}"
+            )
+
+            mark = len(editor.debug)
+            await editor.press(http, "pagecast.inject.doorbell", camera, duration=4)
+            response = await editor.wait_debug(
+                "pagecast.debug.response", lambda m: m["payload"]["command"] == "start", since=mark
+            )
+            assert response["payload"]["id"].startswith("node-red-doorbell-")
+            interrupted = await editor.wait_debug(
+                "pagecast.debug.event", lambda e: e["event"] == "interrupted", since=mark
+            )
+            assert interrupted["url"] == camera
+            assert interrupted["revert_to"] == dashboard
+            await editor.wait(
+                lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {camera}"
+            )
+            reverted = await editor.wait_debug(
+                "pagecast.debug.event", lambda e: e["event"] == "reverted", since=mark
+            )
+            assert (reverted["url"], reverted["in_place"]) == (dashboard, True)
+            await editor.wait(
+                lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {dashboard}"
+            )
         finally:
             collecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):

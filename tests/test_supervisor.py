@@ -50,6 +50,16 @@ class DoubleSession:
         self.request = request
         await asyncio.sleep(0)
 
+    def reload(self) -> None:
+        self.calls.append("reload")
+
+    def next_page(self) -> bool:
+        self.calls.append("next")
+        return bool(self.request.pages)
+
+    async def set_volume(self, level: float | None, muted: bool | None) -> None:
+        self.calls.append(f"volume:{level}:{muted}")
+
     async def stop(
         self, successor: StreamRequest | None = None, deadline: float | None = None
     ) -> None:

@@ -14,8 +14,11 @@ from agent.commands.parse import (
     MAX_PAYLOAD_BYTES,
     Payload,
     decode,
+    parse_bare,
+    parse_scene,
     parse_start,
     parse_stop,
+    parse_volume,
     request_id_of,
 )
 from agent.config import Settings
@@ -24,9 +27,10 @@ from agent.redact import redact_url
 from agent.supervisor.session import StreamRequest
 from agent.supervisor.supervisor import Supervisor
 
-COMMANDS = ("start", "stop", "status")
-# status is a harmless poke: a repeat must see the current status, not a cached one.
-REPLAYED = frozenset({"start", "stop"})
+COMMANDS = ("start", "stop", "status", "scene", "volume", "reload", "next")
+# status is a harmless poke: a repeat must see the current status, not a cached one. A
+# repeated reload or next would reload or advance twice.
+REPLAYED = frozenset({"start", "stop", "scene", "volume", "reload", "next"})
 REPLAY_TTL_S = 300.0
 REPLAY_MAX_ENTRIES = 10_000
 
@@ -79,6 +83,10 @@ class Dispatcher:
             "start": self._start,
             "stop": self._stop,
             "status": self._status,
+            "scene": self._scene,
+            "volume": self._volume,
+            "reload": self._reload,
+            "next": self._next,
         }
 
     async def handle(self, command: str, payload: bytes, *, source: str = "") -> Response:
@@ -126,17 +134,39 @@ class Dispatcher:
             return None
 
     async def _start(self, data: Payload, request_id: str | None) -> Response:
-        request = self._unmasked(parse_start(data, self._settings))
+        return self._accept("start", self._unmasked(parse_start(data, self._settings)))
+
+    async def _scene(self, data: Payload, request_id: str | None) -> Response:
+        return self._accept("scene", parse_scene(data, self._settings))
+
+    def _accept(self, command: str, request: StreamRequest) -> Response:
         outcome = self._supervisor.start(request)
         logger.bind(session_id=outcome.session_id, url=request.url, quality=request.quality).info(
-            "start accepted (changed={})", outcome.changed
+            "{} accepted (changed={})", command, outcome.changed
         )
         return Response(
             ok=True,
-            command="start",
+            command=command,
             id=request.request_id,
             session_id=outcome.session_id,
             changed=outcome.changed,
+        )
+
+    async def _volume(self, data: Payload, request_id: str | None) -> Response:
+        command = parse_volume(data)
+        session_id = await self._supervisor.set_volume(command.level, command.muted)
+        return Response(ok=True, command="volume", id=command.id, session_id=session_id)
+
+    async def _reload(self, data: Payload, request_id: str | None) -> Response:
+        command = parse_bare("reload", data)
+        return Response(
+            ok=True, command="reload", id=command.id, session_id=self._supervisor.reload()
+        )
+
+    async def _next(self, data: Payload, request_id: str | None) -> Response:
+        command = parse_bare("next", data)
+        return Response(
+            ok=True, command="next", id=command.id, session_id=self._supervisor.next_page()
         )
 
     async def _stop(self, data: Payload, request_id: str | None) -> Response:

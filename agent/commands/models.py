@@ -19,13 +19,30 @@ class _Command(BaseModel):
     id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
 
 
-class StartCommand(_Command):
+class PageItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
     url: str
+    seconds: float | None = None
+
+
+class StartCommand(_Command):
+    # One of url, urls (a rotation) or scene (a configured start; other keys override it).
+    url: str | None = None
+    urls: list[str | PageItem] | None = None
+    rotate_s: float | None = None
+    scene: str | None = None
     quality: str | None = None
     duration: float | None = None
+    revert: bool = False
     device: str | None = Field(None, min_length=1, max_length=256)
     auth: str | None = None
     force: bool = False
+
+
+class VolumeCommand(_Command):
+    level: float | None = Field(None, ge=0.0, le=1.0)
+    muted: bool | None = None
 
 
 class StopCommand(_Command):

@@ -16,21 +16,25 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from agent.commands.models import MAX_ID_LENGTH, StartCommand, StopCommand
+from agent.commands.models import MAX_ID_LENGTH, StartCommand, StopCommand, VolumeCommand
 from agent.config import Settings
 from agent.errors import ErrorCode, PagecastError
-from agent.supervisor.session import StreamRequest
+from agent.supervisor.session import RotationPage, StreamRequest
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DURATION_S = 7 * 24 * 3600
 MAX_URL_LENGTH = 8192
 ALLOWED_SCHEMES = ("http", "https")
+MAX_ROTATION_PAGES = 20
+# Below this a page is hardly seen before the next one, and each change costs a page load.
+MIN_ROTATE_S = 2.0
 
 # A type error on these fields means the sender got that field wrong, so say which.
 _FIELD_CODES = {
     "url": ErrorCode.INVALID_URL,
     "duration": ErrorCode.INVALID_DURATION,
     "quality": ErrorCode.UNKNOWN_QUALITY,
+    "rotate_s": ErrorCode.INVALID_DURATION,
 }
 # What a field takes, said after pydantic's own message ("Input should be greater than 0").
 _FIELD_HINTS = {
@@ -169,7 +173,8 @@ def check_duration(duration: float | None) -> float | None:
 def parse_start(data: Payload, settings: Settings) -> StreamRequest:
     if data is None:
         _invalid("start needs a URL or a JSON object with 'url'")
-    command = _validate(StartCommand, {"url": data} if isinstance(data, str) else data)
+    raw = {"url": data} if isinstance(data, str) else with_scene(data, settings)
+    command = _validate(StartCommand, raw)
     quality = command.quality or settings.stream.default_quality
     if quality not in settings.qualities:
         known = ", ".join(sorted(settings.qualities))
@@ -177,15 +182,104 @@ def parse_start(data: Payload, settings: Settings) -> StreamRequest:
             ErrorCode.UNKNOWN_QUALITY, f"unknown quality {quality!r} (known: {known})"
         )
     settings.auth_profile(command.auth)  # an unknown profile is refused here, at the edge
+    pages = _rotation(command)
+    duration = check_duration(command.duration)
+    if command.revert and duration is None:
+        raise PagecastError(
+            ErrorCode.INVALID_DURATION, "revert needs a duration: when to go back to what was on"
+        )
     return StreamRequest(
-        url=check_url(command.url),
+        url=pages[0].url if pages else check_url(command.url or ""),
         quality=quality,
         device=command.device,
         auth=command.auth,
-        duration_s=check_duration(command.duration),
+        duration_s=duration,
         force=command.force,
         request_id=command.id,
+        pages=pages,
+        rotate_s=_rotate_s(command.rotate_s, pages),
+        revert=command.revert,
+        scene=command.scene,
     )
+
+
+def with_scene(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A start naming a configured scene: the scene's keys, overridden by the command's own."""
+    name = data.get("scene")
+    if name is None:
+        return data
+    scene = settings.scenes.get(name) if isinstance(name, str) else None
+    if scene is None:
+        known = ", ".join(sorted(settings.scenes)) or "none configured"
+        raise PagecastError(ErrorCode.UNKNOWN_SCENE, f"unknown scene {name!r} (known: {known})")
+    base = scene.as_command()
+    if "url" in data or "urls" in data:
+        # The command names its own pages: none of the scene's (nor its rotation) apply.
+        base = {k: v for k, v in base.items() if k not in ("url", "urls", "rotate_s")}
+    return {**base, **data}
+
+
+def _rotation(command: StartCommand) -> tuple[RotationPage, ...]:
+    """The pages of a rotation (empty for a single page), each URL and time checked."""
+    if command.urls is None:
+        if command.url is None:
+            _invalid("url: required (or urls for a rotation, or scene)")
+        if command.rotate_s is not None:
+            _invalid("rotate_s needs urls (the pages that take turns)")
+        return ()
+    if command.url is not None:
+        _invalid("give url or urls, not both")
+    if not 1 <= len(command.urls) <= MAX_ROTATION_PAGES:
+        _invalid(f"urls: give 1 to {MAX_ROTATION_PAGES} pages, not {len(command.urls)}")
+    pages = []
+    for item in command.urls:
+        url, seconds = (item, None) if isinstance(item, str) else (item.url, item.seconds)
+        pages.append(RotationPage(check_url(url), _page_seconds(seconds)))
+    return tuple(pages)
+
+
+def _page_seconds(seconds: float | None) -> float | None:
+    if seconds is not None and not MIN_ROTATE_S <= seconds <= MAX_DURATION_S:
+        raise PagecastError(
+            ErrorCode.INVALID_DURATION,
+            f"a page's seconds must be between {MIN_ROTATE_S:g} and {MAX_DURATION_S}",
+        )
+    return seconds
+
+
+def _rotate_s(rotate_s: float | None, pages: tuple[RotationPage, ...]) -> float | None:
+    if rotate_s is None and any(page.seconds is None for page in pages):
+        raise PagecastError(
+            ErrorCode.INVALID_DURATION, "rotate_s: required unless every page has its seconds"
+        )
+    return _page_seconds(rotate_s)
+
+
+def parse_bare(command: str, data: Payload) -> StopCommand:
+    """``reload``/``next``: an empty payload, ``{}`` or ``{"id": ...}`` (as a stop)."""
+    if isinstance(data, str):
+        _invalid(f'{command} takes an empty payload, {{}} or {{"id": ...}}')
+    return StopCommand() if data is None else _validate(StopCommand, data)
+
+
+def parse_volume(data: Payload) -> VolumeCommand:
+    """``{"level": 0..1}`` and/or ``{"muted": true|false}``."""
+    if not isinstance(data, dict):
+        _invalid('volume takes {"level": 0..1} and/or {"muted": true|false}')
+    command = _validate(VolumeCommand, data)
+    if command.level is None and command.muted is None:
+        _invalid('volume needs "level" (0..1) or "muted" (true/false)')
+    return command
+
+
+def parse_scene(data: Payload, settings: Settings) -> StreamRequest:
+    """``cmd/scene``: a scene name, or a start object naming one (``{"scene": ...}``)."""
+    if isinstance(data, str):
+        data = {"scene": data.strip()}
+    if data is None or "scene" not in data:
+        known = ", ".join(sorted(settings.scenes)) or "none configured"
+        _invalid(f"scene takes a scene name (known: {known})")
+    return parse_start(data, settings)
 
 
 def parse_stop(data: Payload) -> StopCommand:

@@ -62,6 +62,8 @@ class Entity:
     icon: str | None
     options: Mapping[str, Option]
     diagnostic: bool = False
+    # Only announced when this holds for the settings (None: always).
+    when: Callable[[Settings], bool] | None = None
 
 
 # Most entities render ~/status; a JSON "null" there renders as None, which HA reads as
@@ -175,6 +177,68 @@ ENTITIES: tuple[Entity, ...] = (
         "stop", "button", "Stop", "mdi:stop", {"command_topic": "cmd/stop", "payload_press": "{}"}
     ),
     Entity("screen", "camera", "Screen", None, {"topic": "snapshot"}),
+    # Scenes, volume and the rotation (issue 10): ordinary commands on ~/cmd/scene, volume,
+    # reload and next. The scene select exists only when scenes are configured (HA refuses a
+    # select without options).
+    Entity(
+        "scene",
+        "select",
+        "Scene",
+        "mdi:palette-outline",
+        {
+            **_STATUS,
+            # "None" (no scene on screen) is HA's "no option selected".
+            "value_template": "{{ value_json.scene }}",
+            "options": lambda s: sorted(s.scenes),
+            "command_topic": "cmd/scene",
+        },
+        when=lambda s: bool(s.scenes),
+    ),
+    Entity(
+        "volume",
+        "number",
+        "Volume",
+        "mdi:volume-high",
+        {
+            **_STATUS,
+            "value_template": "{{ value_json.volume }}",
+            "min": 0,
+            "max": 1,
+            "step": 0.05,
+            "mode": "slider",
+            "command_topic": "cmd/volume",
+            "command_template": '{"level": {{ value }}}',
+        },
+    ),
+    Entity(
+        "mute",
+        "switch",
+        "Mute",
+        "mdi:volume-off",
+        {
+            **_STATUS,
+            "value_template": "{{ value_json.muted }}",
+            "state_on": "True",
+            "state_off": "False",
+            "command_topic": "cmd/volume",
+            "payload_on": '{"muted": true}',
+            "payload_off": '{"muted": false}',
+        },
+    ),
+    Entity(
+        "reload",
+        "button",
+        "Reload",
+        "mdi:reload",
+        {"command_topic": "cmd/reload", "payload_press": "{}"},
+    ),
+    Entity(
+        "next",
+        "button",
+        "Next page",
+        "mdi:skip-next",
+        {"command_topic": "cmd/next", "payload_press": "{}"},
+    ),
 )
 
 
@@ -218,7 +282,11 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         },
         "origin": {"name": "pagecast", "sw_version": __version__},
         "availability": [{"topic": Topics.of(settings).availability}],
-        "components": {entity.key: component(entity, settings) for entity in ENTITIES},
+        "components": {
+            entity.key: component(entity, settings)
+            for entity in ENTITIES
+            if entity.when is None or entity.when(settings)
+        },
     }
 
 

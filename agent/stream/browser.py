@@ -230,6 +230,34 @@ class BrowserPage:
     def alive(self) -> bool:
         return not self.crashed and not self.page.is_closed()
 
+    async def background_tab(self) -> Page:
+        """Another tab of this page's window, opened behind it: nothing of it shows until its
+        ``bring_to_front()``. It shares the context, so auth and init scripts apply to it."""
+        cdp = await self.context.new_cdp_session(self.page)
+        try:
+            target = await cdp.send("Target.getTargetInfo")
+            async with self.context.expect_page() as opened:
+                await cdp.send(
+                    "Target.createTarget",
+                    {
+                        "url": "about:blank",
+                        "browserContextId": target["targetInfo"]["browserContextId"],
+                        "background": True,
+                    },
+                )
+            return await opened.value
+        finally:
+            await cdp.detach()
+
+    async def bring_forward(self, tab: Page) -> Page:
+        """Bring ``tab`` (from background_tab()) to the front: it becomes this page, and the
+        page that was on screen, now behind it, is returned."""
+        await tab.bring_to_front()
+        behind, self.page = self.page, tab
+        behind.remove_listener("crash", self._on_crash)
+        tab.on("crash", self._on_crash)
+        return behind
+
     async def title(self) -> str | None:
         try:
             return (await self.page.title()) or None

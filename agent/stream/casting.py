@@ -205,6 +205,8 @@ class Casting:
         # Another sender's player state is theirs: ours is unknown (None) meanwhile.
         state = facts.player_state if facts.ours else None
         self._listener.set_player(player_state=state, device=self._device().name)
+        # The device's own volume, whoever changed it (our cmd/volume, its remote, a phone).
+        self._listener.set_volume(facts.volume, facts.muted)
 
     # -- keeping the stream on screen --------------------------------------------------------
 

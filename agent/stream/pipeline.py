@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
+from playwright.async_api import Page
 
 from agent.config import Settings
 from agent.errors import ErrorCode, PagecastError
@@ -53,6 +54,10 @@ class Pipeline:
         self._geometry = Geometry.of(parts.settings.qualities[request.quality])
         self._screen: Screen | None = None
         self._page: BrowserPage | None = None
+        # The page that should be on screen: the request's, or the rotation page shown last.
+        self._url = request.url
+        # A rotation's next page, loaded behind the one on screen (see prepare()).
+        self._prepared: tuple[Page, str] | None = None
         self._encoder: Encoder | None = None
         self._codec = hwaccel.X264
         self._holding_screen = False
@@ -73,8 +78,8 @@ class Pipeline:
 
     @property
     def url(self) -> str:
-        """The page the pipeline is asked to show."""
-        return self._request.url
+        """The page the pipeline is asked to show (a rotation's: the one shown last)."""
+        return self._url
 
     @property
     def busy(self) -> bool:
@@ -123,10 +128,11 @@ class Pipeline:
         Raises PAGE_LOAD_FAILED when the page does not load; the page then shows whatever
         Chromium made of it until the next navigation.
         """
-        self._request = request
+        self._request, self._url = request, request.url
         async with self._page_work:
             if self._page is None:
                 raise PagecastError(ErrorCode.PIPELINE_FAILED, "no page to switch")
+            await self._drop_prepared()
             await self._load()
 
     async def reload(self) -> None:
@@ -140,6 +146,36 @@ class Pipeline:
 
     async def title(self) -> str | None:
         return await self._page.title() if self._page else None
+
+    # -- a page behind the page (rotations: agent/stream/rotation.py) ----------------------------
+
+    async def prepare(self, url: str) -> None:
+        """Load ``url`` in a tab behind the page on screen; show_prepared() swaps them.
+        Raises PAGE_LOAD_FAILED."""
+        async with self._page_work:
+            if self._page is None or self.parked:
+                raise PagecastError(ErrorCode.PIPELINE_FAILED, "no page to prepare beside")
+            tab = self._prepared[0] if self._prepared else None
+            self._prepared = None
+            if tab is None or tab.is_closed():
+                tab = await self._page.background_tab()
+            await navigation.load(tab, url, self._settings.stream.page_load_timeout_s)
+            self._prepared = (tab, url)
+
+    async def show_prepared(self) -> None:
+        """Bring the prepared tab to the front: the window shows it from its next frame, no
+        blank in between (it is painted already). The old front page is the next to prepare."""
+        async with self._page_work:
+            front, prepared = self._page, self._prepared
+            if front is None or prepared is None or prepared[0].is_closed():
+                raise PagecastError(ErrorCode.PIPELINE_FAILED, "no prepared page to show")
+            behind = await front.bring_forward(prepared[0])
+            self._prepared, self._url, self.page_error = (behind, prepared[1]), prepared[1], None
+
+    async def _drop_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and not prepared[0].is_closed():
+            await prepared[0].close()
 
     def _encoder_spec(self, screen: Screen) -> EncoderSpec:
         preset = self._settings.qualities[self._request.quality]
@@ -165,6 +201,7 @@ class Pipeline:
         if self._page is not None:
             await self._page.close()
             self._page = None
+        self._prepared = None  # closed with its context
         self._page = await self._screen.take_page(self._settings.auth_profile(self._request.auth))
         try:
             await self._load()
@@ -177,7 +214,7 @@ class Pipeline:
         assert self._page is not None
         try:
             await navigation.load(
-                self._page.page, self._request.url, self._settings.stream.page_load_timeout_s
+                self._page.page, self._url, self._settings.stream.page_load_timeout_s
             )
         except PagecastError as exc:
             self.page_error = exc.message
@@ -271,6 +308,7 @@ class Pipeline:
             if self._page is not None:
                 await self._page.close()
                 self._page = None
+                self._prepared = None
         logger.info("pipeline parked")
 
     async def unpark(self) -> None:
@@ -332,7 +370,7 @@ class Pipeline:
             try:
                 page = await screen.take_page(self._settings.auth_profile(self._request.auth))
                 await navigation.load(
-                    page.page, self._request.url, self._settings.stream.page_load_timeout_s
+                    page.page, self._url, self._settings.stream.page_load_timeout_s
                 )
                 # Right after a segment is complete: the killed ffmpeg loses (almost) nothing.
                 await self.wait_for_segments(1, after=await self._newest_sequence())
@@ -340,7 +378,7 @@ class Pipeline:
                 await screen.close()
                 raise
             before = await self._newest_sequence()
-            self._screen, self._page = screen, page
+            self._screen, self._page, self._prepared = screen, page, None
             self._encoder.spec = self._encoder_spec(screen)
             try:
                 await self._encoder.start()

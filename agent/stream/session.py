@@ -23,6 +23,7 @@ from agent.stream.casting import Casting, Parking
 from agent.stream.page_keeper import PageKeeper
 from agent.stream.pipeline import Pipeline, PipelineParts
 from agent.stream.publication import Publication
+from agent.stream.rotation import Showing
 from agent.stream.waiting import WaitingReasons
 from agent.supervisor.session import SessionListener, StreamRequest
 from agent.supervisor.state import EventName, StreamFigures
@@ -80,6 +81,7 @@ class PipelineSession:
         self._page_keeper = PageKeeper(
             self._pipeline, waiting.part("page"), parts.settings.stream.reload_every_s
         )
+        self._showing = Showing(self._pipeline, listener)
         self._watcher: asyncio.Task[None] | None = None
         self._keeping: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -114,19 +116,24 @@ class PipelineSession:
             self._listener.set_stream_url(stream_url)
             self._watcher = asyncio.create_task(self._watch(), name="pipeline-watch")
             self._keeping = asyncio.create_task(self._page_keeper.run(), name="page-keeper")
-            if device is None and not away:
+            if device is not None or away:
+                await self._cast(device, stream_url)
+            else:
                 logger.info("streaming without a Cast device at {}", stream_url)
-                return
-            self._casting = self._cast_to(device)
-            await self._pipeline.wait_for_segments(_SEGMENTS_BEFORE_CAST)
-            # The TV shows the title: a URL standing in for it must not show its password.
-            title = await self._pipeline.title() or redact_url(self._request.url)
-            if device is None:
-                # A resumed wish: nobody waits for an answer, so the device is waited for.
-                resolve = functools.partial(self._parts.cast.resolve, self._request.device)
-                self._casting.await_device(resolve, self._stream_url, title)
-                return
-            await self._casting.show(stream_url, title, resumed=self._request.resumed)
+            # From here the first page of a rotation has its full time on screen.
+            self._showing.begin(self._request)
+
+    async def _cast(self, device: CastDevice | None, stream_url: str) -> None:
+        self._casting = self._cast_to(device)
+        await self._pipeline.wait_for_segments(_SEGMENTS_BEFORE_CAST)
+        # The TV shows the title: a URL standing in for it must not show its password.
+        title = await self._pipeline.title() or redact_url(self._request.url)
+        if device is None:
+            # A resumed wish: nobody waits for an answer, so the device is waited for.
+            resolve = functools.partial(self._parts.cast.resolve, self._request.device)
+            self._casting.await_device(resolve, self._stream_url, title)
+            return
+        await self._casting.show(stream_url, title, resumed=self._request.resumed)
 
     async def _stream_url(self, device_host: str) -> str:
         return await self._publication.url(device_host)
@@ -178,6 +185,7 @@ class PipelineSession:
         self._session_id, self._request = session_id, request
         with self._logging():
             logger.info("switching page in place")
+            await self._showing.end()
             await asyncio.sleep(_SWITCH_SETTLE_S)
             try:
                 await self._pipeline.navigate(request)
@@ -189,6 +197,19 @@ class PipelineSession:
             finally:
                 self._page_keeper.loaded()
             self._listener.set_title(await self._pipeline.title())
+            self._showing.begin(request)
+
+    def reload(self) -> None:
+        self._showing.reload()
+
+    def next_page(self) -> bool:
+        return self._showing.advance()
+
+    async def set_volume(self, level: float | None, muted: bool | None) -> None:
+        device = self._casting.device if self._casting is not None else None
+        if device is None:
+            raise PagecastError(ErrorCode.DEVICE_NOT_FOUND, "this stream is cast to no device")
+        await device.set_volume(level, muted)
 
     async def _back_to(self, session_id: str, request: StreamRequest, exc: PagecastError) -> None:
         self._session_id, self._request = session_id, request
@@ -196,6 +217,7 @@ class PipelineSession:
             logger.warning("{}; showing the previous page again", exc.message)
             with contextlib.suppress(PagecastError):
                 await self._pipeline.navigate(request)
+            self._showing.begin(request)  # the previous wish's rotation, if it had one
 
     async def stop(
         self, successor: StreamRequest | None = None, deadline: float | None = None
@@ -212,6 +234,7 @@ class PipelineSession:
     async def _stop(self, handover: bool, deadline: float | None) -> None:
         with self._logging():
             logger.info("stopping pipeline")
+            await self._showing.end()
             for task in (self._watcher, self._keeping):
                 if task is not None:
                     task.cancel()

@@ -61,6 +61,12 @@ class _PartListener:
     def set_player(self, *, player_state: str | None, device: str | None) -> None:
         self._listener.set_player(player_state=player_state, device=device)
 
+    def set_page(self, index: int, url: str) -> None:
+        self._listener.set_page(index, url)
+
+    def set_volume(self, level: float | None, muted: bool | None) -> None:
+        self._listener.set_volume(level, muted)
+
     def set_waiting(self, reason: str | None) -> None:
         self._reasons._set(self._part, reason)
 

@@ -15,6 +15,14 @@ from agent.supervisor.state import EventName, StreamFigures
 
 
 @dataclass(frozen=True, slots=True)
+class RotationPage:
+    """One page of a rotation; ``seconds`` None: the rotation's ``rotate_s``."""
+
+    url: str
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamRequest:
     """A validated start command."""
 
@@ -28,15 +36,25 @@ class StreamRequest:
     # From the persisted wish after a restart, not from a command: nobody waits for an answer,
     # so an unreachable page or device is waited for instead of failing the start.
     resumed: bool = False
+    # A rotation: these pages take turns in one stream (``url`` is the first). Empty: one page.
+    pages: tuple[RotationPage, ...] = ()
+    rotate_s: float | None = None
+    # An interrupt: when ``duration_s`` ends, what was on before comes back.
+    revert: bool = False
+    # The configured scene this request was made from, if any (shown in status).
+    scene: str | None = None
 
     def same_stream(self, other: StreamRequest) -> bool:
         """True when ``other`` would put exactly the same thing on the same screen."""
-        return (self.url, self.quality, self.device, self.auth) == (
-            other.url,
-            other.quality,
-            other.device,
-            other.auth,
-        )
+        return self._screen() == other._screen()
+
+    def _screen(self) -> tuple[object, ...]:
+        return (self.url, self.quality, self.device, self.auth, self.pages, self.rotate_s)
+
+    def page_seconds(self, index: int) -> float:
+        """How long page ``index`` of the rotation stays on screen."""
+        seconds = self.pages[index].seconds
+        return seconds if seconds is not None else self.rotate_s or 0.0
 
 
 class SessionListener(Protocol):
@@ -52,6 +70,12 @@ class SessionListener(Protocol):
     def set_waiting(self, reason: str | None) -> None:
         """The wish stands but the screen does not show it: ``device_away``, ``taken_over``,
         ``page_unreachable``; None once it shows the stream again."""
+
+    def set_page(self, index: int, url: str) -> None:
+        """A rotation now shows its page ``index`` (``url``)."""
+
+    def set_volume(self, level: float | None, muted: bool | None) -> None:
+        """The Cast device's volume as it reports it (also when changed elsewhere)."""
 
     def event(self, name: EventName, **data: Any) -> None:
         """A lifecycle event the session caused by itself (``device_lost``, ``recovered``)."""
@@ -79,6 +103,17 @@ class StreamSession(Protocol):
         PAGE_LOAD_FAILED means the page did not load and the session went back to the page
         it showed before: it keeps serving the previous request. Any other error: broken.
         """
+
+    def reload(self) -> None:
+        """Load the page on screen again, in place; runs in the background (trouble is
+        reported as ``page_error``)."""
+
+    def next_page(self) -> bool:
+        """A rotation shows its next page now; False when this session does not rotate."""
+
+    async def set_volume(self, level: float | None, muted: bool | None) -> None:
+        """Set the Cast device's volume and/or mute; raises PagecastError (DEVICE_NOT_FOUND
+        when the session casts to no device)."""
 
     async def stop(
         self, successor: StreamRequest | None = None, deadline: float | None = None

@@ -46,6 +46,16 @@ class Status:
     request_id: str | None = None
     # Why the state is ``waiting``: device_away, taken_over or page_unreachable.
     reason: str | None = None
+    # The configured scene shown, if any; a rotation's pages, its period and the page on now.
+    scene: str | None = None
+    urls: tuple[str, ...] | None = None
+    rotate_s: float | None = None
+    index: int | None = None
+    # During an interrupt: what comes back when it ends (see agent/supervisor/interrupts.py).
+    revert_to: dict[str, Any] | None = None
+    # The Cast device's volume (0..1) and mute as it reports them.
+    volume: float | None = None
+    muted: bool | None = None
     updated_at: datetime = field(default_factory=utcnow)
 
     def evolve(self, **changes: Any) -> Status:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,8 +19,9 @@ from loguru import logger
 from agent.broadcast import Broadcast
 from agent.cancellation import being_cancelled, reraise_lost_cancel
 from agent.errors import ErrorCode, ErrorInfo, PagecastError
+from agent.supervisor import interrupts
 from agent.supervisor.session import SessionFactory, StreamRequest, StreamSession
-from agent.supervisor.state import Event, EventName, State, Status, StreamFigures, utcnow
+from agent.supervisor.state import Event, EventName, State, Status, StreamFigures, iso, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class Wish:
     session_id: str
     request: StreamRequest
     ends_at: datetime | None = None
+    # An interrupt's base: the wish that comes back when this one's duration ends.
+    revert_to: Wish | None = None
 
 
 @dataclass(slots=True)
@@ -43,9 +46,12 @@ class _Wanted:
     session_id: str
     request: StreamRequest
     ends_at: datetime | None = None
+    revert_to: Wish | None = None
+    # The base coming back after an interrupt (announced as ``reverted``).
+    reverting: bool = False
 
     def snapshot(self) -> Wish:
-        return Wish(self.session_id, self.request, self.ends_at)
+        return Wish(self.session_id, self.request, self.ends_at, self.revert_to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,10 @@ class _Kept:
 
 # States in which a session is up and the wish is being served (on screen or waited for).
 _ON_AIR = frozenset({State.STREAMING, State.WAITING})
+
+
+# A volume change is one request to the device; a device that does not answer is an error.
+VOLUME_TIMEOUT_S = 5.0
 
 
 def new_session_id() -> str:
@@ -135,24 +145,56 @@ class Supervisor:
 
     def start(self, request: StreamRequest) -> StartOutcome:
         wanted = self._wanted
+        revert_to = interrupts.base_for(self.wish, request)
         if wanted is not None and wanted.request.same_stream(request) and not request.force:
-            if wanted.request.duration_s != request.duration_s:
-                # Same page, new duration: extend or shorten without touching the stream.
-                wanted.request = request
-                wanted.ends_at = _ends_at(utcnow(), request.duration_s)
-                self._wish_changed()
-                running = self._running
-                if running is not None and running.session_id == wanted.session_id:
-                    running.request = request
-                    if running.streaming:
-                        self._schedule_expiry(wanted.session_id, request.duration_s)
-                return StartOutcome(wanted.session_id, changed=True)
-            return StartOutcome(wanted.session_id, changed=False)
-        wanted = _Wanted(new_session_id(), request, _ends_at(utcnow(), request.duration_s))
+            return self._restate(wanted, request, revert_to)
+        wanted = _Wanted(
+            new_session_id(), request, _ends_at(utcnow(), request.duration_s), revert_to
+        )
         self._wanted = wanted
         self._clear_error = True
         self._wish_changed()
         self._kick()
+        return StartOutcome(wanted.session_id, changed=True)
+
+    def resume(self, wish: Wish) -> StartOutcome | None:
+        """Put a saved wish back after a restart (``resumed`` instead of ``started``), with
+        the time it has left. An interrupt that ended while the agent was away gives way to
+        its base; None when nothing of it is left to show."""
+        now = utcnow()
+        while wish.ends_at is not None and wish.ends_at <= now:
+            if wish.revert_to is None:
+                return None
+            wish = wish.revert_to
+        remaining = (wish.ends_at - now).total_seconds() if wish.ends_at else None
+        request = replace(wish.request, resumed=True, force=False, duration_s=remaining)
+        wanted = _Wanted(wish.session_id, request, wish.ends_at, wish.revert_to)
+        self._wanted = wanted
+        self._clear_error = True
+        self._wish_changed()
+        self._kick()
+        return StartOutcome(wanted.session_id, changed=True)
+
+    def _restate(
+        self, wanted: _Wanted, request: StreamRequest, revert_to: Wish | None
+    ) -> StartOutcome:
+        """The same page asked for again: only its duration or its way back can change, and
+        that without touching the stream. The same interrupt again (the doorbell rang twice)
+        starts its time again."""
+        again = request.revert and revert_to is not None
+        same = (wanted.request.duration_s, wanted.revert_to) == (request.duration_s, revert_to)
+        if same and not again:
+            return StartOutcome(wanted.session_id, changed=False)
+        wanted.request, wanted.revert_to = request, revert_to
+        wanted.ends_at = _ends_at(utcnow(), request.duration_s)
+        self._wish_changed()
+        running = self._running
+        if running is not None and running.session_id == wanted.session_id:
+            running.request = request
+            if running.streaming:
+                ends_at = _ends_at(utcnow(), request.duration_s)
+                self._set(revert_to=interrupts.describe(revert_to), ends_at=ends_at)
+                self._schedule_expiry(wanted.session_id, request.duration_s)
         return StartOutcome(wanted.session_id, changed=True)
 
     def stop(self, request_id: str | None = None) -> bool:
@@ -164,6 +206,35 @@ class Supervisor:
         self._clear_error = True
         self._want_nothing(_StopReason(EventName.STOPPED, "command"), request_id=request_id)
         return changed
+
+    # -- controls of what is on screen now ------------------------------------------------------
+
+    def reload(self) -> str:
+        """Load the page on screen again, in place; returns the session it applies to."""
+        running = self._on_air("nothing is streaming: nothing to reload")
+        running.session.reload()
+        return running.session_id
+
+    def next_page(self) -> str:
+        running = self._on_air("nothing is streaming: no rotation to advance")
+        if not running.session.next_page():
+            raise PagecastError(
+                ErrorCode.NOT_STREAMING, "no rotation is running (start one with urls)"
+            )
+        return running.session_id
+
+    async def set_volume(self, level: float | None, muted: bool | None) -> str:
+        running = self._on_air("no Cast device: nothing is casting", ErrorCode.DEVICE_NOT_FOUND)
+        await _within(VOLUME_TIMEOUT_S, running.session.set_volume(level, muted))
+        return running.session_id
+
+    def _on_air(self, message: str, code: ErrorCode = ErrorCode.NOT_STREAMING) -> _Running:
+        running, wanted = self._running, self._wanted
+        if running is None or not running.streaming or wanted is None:
+            raise PagecastError(code, message)
+        if running.session_id != wanted.session_id:
+            raise PagecastError(code, f"{message} (a new stream is starting)")
+        return running
 
     async def shutdown(self, deadline: float | None = None) -> bool:
         """Stop the stream; True once nothing runs any more.
@@ -285,6 +356,7 @@ class Supervisor:
             quality=request.quality,
             device=request.device,
             request_id=request.request_id,
+            **_wish_fields(wanted),
         )
         log.info("starting stream")
         try:
@@ -311,22 +383,7 @@ class Supervisor:
         )
         self._schedule_expiry(wanted.session_id, request.duration_s)
         log.info("streaming")
-        if request.resumed:
-            self._emit(
-                EventName.RESUMED, wanted.session_id, url=request.url, quality=request.quality
-            )
-        elif displaced:
-            self._emit(
-                EventName.REPLACED,
-                wanted.session_id,
-                previous_session_id=displaced[-1],
-                url=request.url,
-                in_place=False,
-            )
-        else:
-            self._emit(
-                EventName.STARTED, wanted.session_id, url=request.url, quality=request.quality
-            )
+        self._announce(wanted, displaced[-1] if displaced else None, in_place=False)
 
     async def _switch(self, running: _Running, wanted: _Wanted) -> None:
         request = wanted.request
@@ -342,6 +399,7 @@ class Supervisor:
             request_id=request.request_id,
             title=None,
             error=None,
+            **_wish_fields(wanted),
         )
         log.info("switching page in place")
         try:
@@ -362,13 +420,30 @@ class Supervisor:
         now = utcnow()
         self._set(started_at=now, ends_at=_ends_at(now, request.duration_s))
         self._schedule_expiry(wanted.session_id, request.duration_s)
-        self._emit(
-            EventName.REPLACED,
-            wanted.session_id,
-            previous_session_id=previous,
-            url=request.url,
-            in_place=True,
-        )
+        self._announce(wanted, previous, in_place=True)
+
+    def _announce(self, wanted: _Wanted, previous: str | None, *, in_place: bool) -> None:
+        """The event that says what the screen shows now and why."""
+        request, session_id = wanted.request, wanted.session_id
+        change = {"previous_session_id": previous, "url": request.url, "in_place": in_place}
+        if wanted.reverting:
+            self._emit(EventName.REVERTED, session_id, **change)
+        elif request.resumed:
+            self._emit(EventName.RESUMED, session_id, url=request.url, quality=request.quality)
+        elif wanted.revert_to is not None:
+            base = wanted.revert_to
+            self._emit(
+                EventName.INTERRUPTED,
+                session_id,
+                **change,
+                revert_to=base.request.url,
+                revert_session_id=base.session_id,
+                ends_at=iso(_ends_at(utcnow(), request.duration_s)),
+            )
+        elif previous is not None:
+            self._emit(EventName.REPLACED, session_id, **change)
+        else:
+            self._emit(EventName.STARTED, session_id, url=request.url, quality=request.quality)
 
     def _switch_failed(
         self, running: _Running, kept: _Kept, failed: _Wanted, error: ErrorInfo
@@ -391,11 +466,18 @@ class Supervisor:
         self._wanted = previous
         self._wish_changed()
         self._set(
-            session_id=previous.session_id, url=previous.request.url, title=kept.title, error=error
+            session_id=previous.session_id,
+            url=previous.request.url,
+            title=kept.title,
+            error=error,
+            **_wish_fields(previous),
         )
         if previous.ends_at is not None:
             left_s = (previous.ends_at - utcnow()).total_seconds()
             self._schedule_expiry(previous.session_id, max(left_s, 0.0))
+        base = failed.revert_to
+        if base is not None and base.session_id != previous.session_id:
+            self._revert(base)  # a failed interrupt of an interrupt: back to the first base
 
     async def _in_flight(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run stream work as a task that a newer command may cancel (see _kick)."""
@@ -462,16 +544,17 @@ class Supervisor:
     def _fail(self, wanted: _Wanted, error: ErrorInfo) -> None:
         _bind(wanted.session_id, wanted.request).warning("stream failed: {}", error.message)
         self._cancel_expiry()
-        if self._wanted is wanted:
-            # The failed wish is spent: a broker redelivery or restart must not retry it.
-            self._wanted = None
-            self._wish_changed()
-            self._stop_reason = _StopReason(EventName.STOPPED, "command")
         self._clear_error = False
         self._set(state=State.ERROR, error=error, player_state=None, reason=None)
         self._emit(
             EventName.FAILED, wanted.session_id, url=wanted.request.url, error=error.to_dict()
         )
+        if self._wanted is wanted and not (wanted.revert_to and self._revert(wanted.revert_to)):
+            # The failed wish is spent: a broker redelivery or restart must not retry it.
+            # (A failed interrupt instead gives the screen back to what it interrupted.)
+            self._wanted = None
+            self._wish_changed()
+            self._stop_reason = _StopReason(EventName.STOPPED, "command")
 
     def _set_idle(self) -> None:
         request_id = self._status.request_id
@@ -504,8 +587,22 @@ class Supervisor:
 
     def _expire(self, session_id: str) -> None:
         self._expiry = None
-        if self._wanted is not None and self._wanted.session_id == session_id:
+        wanted = self._wanted
+        if wanted is None or wanted.session_id != session_id:
+            return
+        if wanted.revert_to is None or not self._revert(wanted.revert_to):
             self._want_nothing(_StopReason(EventName.FINISHED, "duration"))
+
+    def _revert(self, base: Wish) -> bool:
+        """Put the interrupted wish back (in place when the session can); False when there is
+        nothing to go back to because the base's own duration ran out meanwhile."""
+        request = interrupts.returning(base, utcnow())
+        if request is None:
+            return False
+        self._wanted = _Wanted(base.session_id, request, base.ends_at, reverting=True)
+        self._wish_changed()
+        self._kick()
+        return True
 
     # -- reports from the running session ------------------------------------------------------
 
@@ -562,6 +659,15 @@ class _Listener:
             if (status.player_state, status.device) != (player_state, device):
                 self._supervisor._set(player_state=player_state, device=device)
 
+    def set_page(self, index: int, url: str) -> None:
+        if self._live():
+            self._supervisor._set(index=index, url=url)
+
+    def set_volume(self, level: float | None, muted: bool | None) -> None:
+        status = self._supervisor.status
+        if self._live() and (status.volume, status.muted) != (level, muted):
+            self._supervisor._set(volume=level, muted=muted)
+
     def set_waiting(self, reason: str | None) -> None:
         running = self._live()
         if running is not None:
@@ -576,6 +682,17 @@ class _Listener:
         running = self._live()
         if running is not None:
             self._supervisor._session_ended(running.session_id, error, reason)
+
+
+def _wish_fields(wanted: _Wanted) -> dict[str, Any]:
+    """Status fields that follow from the wish: its scene, rotation and way back."""
+    request = wanted.request
+    return {
+        "scene": request.scene,
+        **interrupts.rotation_fields(request),
+        "index": 0 if request.pages else None,
+        "revert_to": interrupts.describe(wanted.revert_to),
+    }
 
 
 def _bind(session_id: str, request: StreamRequest) -> Any:

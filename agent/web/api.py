@@ -1,4 +1,5 @@
-"""The HTTP webhook: ``POST /start``, ``POST /stop``, ``GET /status``, ``GET /health``.
+"""The HTTP webhook: ``POST /start``, ``/stop``, ``/scene``, ``/volume``, ``/reload``, ``/next``,
+``GET /status``, ``GET /health``.
 
 For senders of the older webhook style (Home Assistant ``rest_command``, curl, scripts). Every
 request goes through the same ``Dispatcher.handle`` as an MQTT command and answers with the
@@ -66,6 +67,10 @@ class WebhookApi:
         return [
             web.post("/start", self._guarded("start", self._command("start"))),
             web.post("/stop", self._guarded("stop", self._command("stop"))),
+            *(
+                web.post(f"/{name}", self._guarded(name, self._command(name)))
+                for name in ("scene", "volume", "reload", "next")
+            ),
             web.get("/status", self._guarded("status", self._command("status"))),
             web.get("/health", self._guarded("health", self._health)),
         ]

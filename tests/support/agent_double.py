@@ -38,6 +38,7 @@ class DoubleSession:
     fail_with: PagecastError | None
     calls: list[str] = field(default_factory=list)
     alive: bool = False
+    volume: tuple[float | None, bool | None] = (1.0, False)
 
     async def start(self) -> None:
         self.calls.append("start")
@@ -53,6 +54,20 @@ class DoubleSession:
 
     async def switch(self, session_id: str, request: StreamRequest) -> None:
         raise AssertionError("can_switch is False")
+
+    def reload(self) -> None:
+        self.calls.append("reload")
+
+    def next_page(self) -> bool:
+        self.calls.append("next")
+        return bool(self.request.pages)
+
+    async def set_volume(self, level: float | None, muted: bool | None) -> None:
+        # Like a device: what is not given stays, and the result is reported back.
+        self.calls.append(f"volume:{level}:{muted}")
+        old_level, old_muted = self.volume
+        self.volume = (old_level if level is None else level, old_muted if muted is None else muted)
+        self.listener.set_volume(*self.volume)
 
     async def stop(
         self, successor: StreamRequest | None = None, deadline: float | None = None

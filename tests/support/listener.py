@@ -18,6 +18,8 @@ class RecordingListener:
     player_states: list[str | None] = field(default_factory=list)
     devices: list[str | None] = field(default_factory=list)
     waiting: list[str | None] = field(default_factory=list)
+    pages: list[tuple[int, str]] = field(default_factory=list)
+    volumes: list[tuple[float | None, bool | None]] = field(default_factory=list)
     events: list[tuple[EventName, dict[str, Any]]] = field(default_factory=list)
     endings: list[tuple[PagecastError | None, str]] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -33,6 +35,14 @@ class RecordingListener:
     def set_player(self, *, player_state: str | None, device: str | None) -> None:
         self.player_states.append(player_state)
         self.devices.append(device)
+        self._changed.set()
+
+    def set_page(self, index: int, url: str) -> None:
+        self.pages.append((index, url))
+        self._changed.set()
+
+    def set_volume(self, level: float | None, muted: bool | None) -> None:
+        self.volumes.append((level, muted))
         self._changed.set()
 
     def set_waiting(self, reason: str | None) -> None:

@@ -12,6 +12,8 @@ Pages:
 - ``/tall/<rrggbb>``    the same colour, 3000 px tall (a browser would show a scrollbar)
 - ``/animated``         full-screen motion (moving blocks, a running clock) for CPU benchmarks
 - ``/dashboard``        a mostly static dashboard (cards, numbers, a clock ticking each second)
+- ``/flip/<rrggbb>/<rrggbb>``  the first colour, the second on the next load, and so on
+                        (tells a reload from no reload)
 - ``/status/<code>``    answers with that HTTP status (e.g. 404, 500)
 - ``/slow/<seconds>``   answers after a delay (page-load timeouts)
 - ``/size``           title ``<innerWidth>x<innerHeight>`` in CSS pixels (window size)
@@ -111,6 +113,10 @@ def color_page(rgb: str, height: str = "100vh") -> str:
     )
 
 
+_FLIPS: dict[str, int] = {}  # loads per /flip/ path
+_FLIPS_LOCK = threading.Lock()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "pagecast-test-pages"
 
@@ -123,6 +129,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, color_page(match.group(1)))
         elif match := re.fullmatch(r"/tall/([0-9a-fA-F]{6})", path):
             self._send(200, color_page(match.group(1), height="3000px"))
+        elif match := re.fullmatch(r"/flip/([0-9a-fA-F]{6})/([0-9a-fA-F]{6})", path):
+            with _FLIPS_LOCK:
+                _FLIPS[path] = loads = _FLIPS.get(path, 0) + 1
+            self._send(200, color_page(match.group(1 if loads % 2 else 2)))
         elif path == "/animated":
             self._send(200, _ANIMATED)
         elif path == "/dashboard":
