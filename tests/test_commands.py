@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,19 +46,26 @@ class Rig:
                 return
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def running_rig(settings: Settings) -> AsyncIterator[Rig]:
+    """A Dispatcher over a running supervisor with session doubles, for ``settings``."""
     factory = DoubleFactory(start_delay_s=0.005)
     supervisor = Supervisor(factory)
     task = asyncio.create_task(supervisor.run())
     try:
-        yield Rig(Dispatcher(supervisor, SETTINGS), supervisor, factory)
+        yield Rig(Dispatcher(supervisor, settings), supervisor, factory)
     finally:
         # Like the agent: settle to idle first, then end the (now idle) worker.
         await asyncio.wait_for(supervisor.shutdown(), 5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert not factory.alive
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    async with running_rig(SETTINGS) as running:
+        yield running
 
 
 A = {"url": "http://a/"}

@@ -5,21 +5,17 @@ Every bad payload gets a code and leaves the state as it was; good ones reach th
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import yaml
-from support.agent_double import DoubleFactory
-from test_commands import Rig
+from test_commands import Rig, running_rig
 
-from agent.commands import Dispatcher
 from agent.commands.models import Response
 from agent.commands.parse import MAX_ROTATION_PAGES, parse_start
 from agent.config import ConfigError, Settings, load_settings
 from agent.supervisor.session import RotationPage
-from agent.supervisor.supervisor import Supervisor
 
 SCENES = {
     "doorbell": {"url": "http://cam.local/door", "duration": 8, "revert": True},
@@ -34,15 +30,8 @@ def code_of(response: Response) -> str | None:
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    factory = DoubleFactory(start_delay_s=0.005)
-    supervisor = Supervisor(factory)
-    task = asyncio.create_task(supervisor.run())
-    try:
-        yield Rig(Dispatcher(supervisor, SETTINGS), supervisor, factory)
-    finally:
-        await asyncio.wait_for(supervisor.shutdown(), 5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async with running_rig(SETTINGS) as running:
+        yield running
 
 
 def test_a_scene_is_a_start_with_its_keys() -> None:
