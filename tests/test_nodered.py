@@ -193,6 +193,21 @@ async def running_node_red(red_js: Path, user_dir: Path, broker_port: int) -> As
         log.close()
 
 
+def flow_agent(
+    agent_settings: Callable[..., Settings], *, width: int, height: int, bitrate_kbps: int
+) -> Settings:
+    """The stream-only agent the example flow talks to. The flow asks for quality "hub";
+    a smaller picture keeps the test light."""
+    hub = {"width": width, "height": height, "fps": 15, "bitrate_kbps": bitrate_kbps}
+    return agent_settings(
+        node_id=NODE_ID,
+        cast={"device": "none"},
+        stream={"http_host": "127.0.0.1", "http_port": 0, "public_host": "127.0.0.1"},
+        qualities={"hub": hub},
+        snapshot={"enabled": False},
+    )
+
+
 async def test_flow_starts_a_page_and_shows_status_and_events(
     node_red: Path,
     mosquitto: Mosquitto,
@@ -200,14 +215,7 @@ async def test_flow_starts_a_page_and_shows_status_and_events(
     page_server: PageServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    settings = agent_settings(
-        node_id=NODE_ID,
-        cast={"device": "none"},
-        stream={"http_host": "127.0.0.1", "http_port": 0, "public_host": "127.0.0.1"},
-        # The flow asks for "hub"; a smaller picture keeps the test light.
-        qualities={"hub": {"width": 640, "height": 360, "fps": 15, "bitrate_kbps": 600}},
-        snapshot={"enabled": False},
-    )
+    settings = flow_agent(agent_settings, width=640, height=360, bitrate_kbps=600)
     page = page_server.color("3366cc")
     async with (
         real_agent(settings),
@@ -276,13 +284,7 @@ async def test_flow_rings_the_doorbell_and_goes_back(
     page_server: PageServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    settings = agent_settings(
-        node_id=NODE_ID,
-        cast={"device": "none"},
-        stream={"http_host": "127.0.0.1", "http_port": 0, "public_host": "127.0.0.1"},
-        qualities={"hub": {"width": 320, "height": 180, "fps": 15, "bitrate_kbps": 400}},
-        snapshot={"enabled": False},
-    )
+    settings = flow_agent(agent_settings, width=320, height=180, bitrate_kbps=400)
     dashboard, camera = page_server.color("3366cc"), page_server.color("cc6633")
     async with (
         real_agent(settings),
