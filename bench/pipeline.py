@@ -64,6 +64,7 @@ from agent.supervisor.state import EventName
 from agent.web.server import WebServer
 
 SNAPSHOT_INTERVAL_S = 5.0
+_GOLDEN = 0.618034
 _SETTLE_S = 5.0
 
 
@@ -362,8 +363,12 @@ async def switch_latencies(options: Options, pages: PageServer, count: int) -> l
         aiohttp.ClientSession() as http,
     ):
         media_url = url.replace(MASTER_PLAYLIST, MEDIA_PLAYLIST)
+        segment = settings(options.work_dir).stream.segment_length_s
         for run in range(count):
-            await asyncio.sleep(1.3)  # land the switch at different points of a segment
+            # Each wait starts just after a listing (first_showing returns then): a fixed wait
+            # would land every switch at the same point of a segment. Golden-ratio steps
+            # spread them evenly over the segment.
+            await asyncio.sleep(1.0 + (run * _GOLDEN % 1.0) * segment)
             rgb_hex, rgb = colours[run % 2]
             known = await listed_segments(http, media_url)
             started = time.perf_counter()

@@ -71,7 +71,7 @@ def ffmpeg_args(
         "[aud]",
         *spec.codec.args(spec.bitrate_kbps),
         *(_keyframes_by_slot(spec) if dedupe else _keyframes_by_time(spec)),
-        *_AUDIO,
+        *_audio(dedupe=dedupe),
         *_hls(spec, directory, append=append, dedupe=dedupe),
         *_snapshot(spec, directory),
     ]
@@ -91,7 +91,18 @@ _GLOBAL = [
     "1",
 ]
 
-_AUDIO = ["-c:a", "aac", "-b:a", "32k"]  # what hls.master_playlist declares
+# The silent track runs this far ahead of the video. The muxer's interleaving holds each video
+# packet until an audio packet at or after it is queued, and the AAC encoder hands out its
+# packets about 0.1 s after the graph produced their samples, while the graph produces audio
+# only up to the newest video frame. With a still page that frame is the next keyframe, so
+# every segment was listed one segment late: a switch took 1.0 s instead of 0.5 s.
+# Twice what the encoder holds back; a silent track has nothing to keep in sync.
+AUDIO_LEAD_S = 0.2
+
+
+def _audio(*, dedupe: bool) -> list[str]:
+    lead = ["-bsf:a", f"setts=ts=TS+{AUDIO_LEAD_S:g}/TB"] if dedupe else []
+    return ["-c:a", "aac", "-b:a", "32k", *lead]  # what hls.master_playlist declares
 
 
 def _capture(spec: EncoderSpec) -> list[str]:
