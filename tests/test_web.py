@@ -44,6 +44,37 @@ async def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes
         return response.status, dict(response.headers), await response.read()
 
 
+FFMPEG_HALF_SECONDS = """#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-TARGETDURATION:0
+#EXT-X-MEDIA-SEQUENCE:7
+#EXTINF:0.500000,
+seg7.ts
+#EXTINF:0.500000,
+seg8.ts
+"""
+
+
+async def test_a_media_playlist_is_served_with_a_target_duration_players_accept(
+    server: tuple[WebServer, str], tmp_path: Path
+) -> None:
+    """ffmpeg writes TARGETDURATION:0 for half-second segments (lrint rounds 0.5 to even);
+    RFC 8216 rounds 0.5 up, so 1 is the least valid value. Everything else is as written."""
+    (tmp_path / "stream" / "media.m3u8").write_text(FFMPEG_HALF_SECONDS)
+    _, base = server
+    status, headers, body = await get(f"{base}/stream/{TOKEN}/media.m3u8")
+    assert status == 200
+    assert body.decode() == FFMPEG_HALF_SECONDS.replace("TARGETDURATION:0", "TARGETDURATION:1")
+    assert headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    longer = FFMPEG_HALF_SECONDS.replace("#EXTINF:0.500000", "#EXTINF:2.500000")
+    (tmp_path / "stream" / "media.m3u8").write_text(longer)
+    _, _, body = await get(f"{base}/stream/{TOKEN}/media.m3u8")
+    assert "#EXT-X-TARGETDURATION:3\n" in body.decode()
+    (tmp_path / "stream" / "media.m3u8").unlink()
+    status, _, _ = await get(f"{base}/stream/{TOKEN}/media.m3u8")
+    assert status == 404
+
+
 async def test_stream_files_have_their_content_types_and_cors(
     server: tuple[WebServer, str],
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,35 @@ def master_playlist(
         MEDIA_PLAYLIST,
     ]
     return "\n".join(lines) + "\n"
+
+
+_TARGET_DURATION = "#EXT-X-TARGETDURATION:"
+
+
+def conformed(text: str) -> str:
+    """The playlist with a target duration RFC 8216 (4.3.3.1) accepts.
+
+    ffmpeg rounds each segment's duration with lrint, which rounds 0.5 to even: half-second
+    segments get ``#EXT-X-TARGETDURATION:0``. The RFC rounds to the nearest integer (0.5 is 1)
+    and players derive their reload pace and live offset from the value; 0 is no valid one.
+    """
+    if _TARGET_DURATION not in text:
+        return text
+    longest = max(parse_playlist(text).durations, default=0.0)
+    target = max(1, math.floor(longest + 0.5))
+    lines = [
+        _conformed_target(line, target) if line.startswith(_TARGET_DURATION) else line
+        for line in text.split("\n")
+    ]
+    return "\n".join(lines)
+
+
+def _conformed_target(line: str, target: int) -> str:
+    try:
+        declared = int(line.removeprefix(_TARGET_DURATION).strip())
+    except ValueError:
+        declared = 0
+    return f"{_TARGET_DURATION}{max(declared, target)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ API added on this server must not be readable by any page a browser happens to s
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 
-from agent.stream.hls import HLS_CONTENT_TYPE, SEGMENT_CONTENT_TYPE
+from agent.stream.hls import HLS_CONTENT_TYPE, SEGMENT_CONTENT_TYPE, conformed
 
 CONTENT_TYPES = {".m3u8": HLS_CONTENT_TYPE, ".ts": SEGMENT_CONTENT_TYPE}
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(m3u8|ts)$")
@@ -122,16 +123,27 @@ class WebServer:
         self._resolve(request)
         return web.Response(status=204)
 
-    async def _stream_file(self, request: web.Request) -> web.FileResponse:
+    async def _stream_file(self, request: web.Request) -> web.StreamResponse:
         path = self._resolve(request)
+        if path.suffix == ".m3u8":
+            return await self._playlist(path)
         # FileResponse answers 404 for a segment that slid out of the window and was deleted.
         return web.FileResponse(
             path,
             headers={
                 "Content-Type": CONTENT_TYPES[path.suffix],
-                # The live playlist changes every segment; segments never change.
-                "Cache-Control": "no-cache" if path.suffix == ".m3u8" else "max-age=60",
+                "Cache-Control": "max-age=60",  # a segment never changes
             },
+        )
+
+    async def _playlist(self, path: Path) -> web.Response:
+        try:
+            text = await asyncio.to_thread(path.read_text)
+        except FileNotFoundError:
+            raise web.HTTPNotFound() from None
+        return web.Response(
+            body=conformed(text).encode(),
+            headers={"Content-Type": HLS_CONTENT_TYPE, "Cache-Control": "no-cache"},
         )
 
     def _resolve(self, request: web.Request) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -107,6 +108,7 @@ def parse_media(text: str, base: URL) -> MediaPlaylist:
     target = None
     sequence = 0
     uris: list[str] = []
+    durations: list[float] = []
     pending = False
     for line in lines:
         if line.startswith("#EXT-X-TARGETDURATION:"):
@@ -114,12 +116,20 @@ def parse_media(text: str, base: URL) -> MediaPlaylist:
         elif line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
             sequence = int(line.split(":", 1)[1])
         elif line.startswith("#EXTINF:"):
+            durations.append(float(line[8:].split(",", 1)[0]))
             pending = True
         elif not line.startswith("#") and pending:
             uris.append(str(base.join(URL(line))))
             pending = False
     if target is None:
         raise PlaybackError(HLS_MANIFEST_PLAYLIST, "no #EXT-X-TARGETDURATION")
+    # RFC 8216 4.3.3.1: each EXTINF rounded to the nearest integer (0.5 up) <= target duration.
+    longest = max(durations, default=0.0)
+    if target < 1 or math.floor(longest + 0.5) > target:
+        raise PlaybackError(
+            HLS_MANIFEST_PLAYLIST,
+            f"#EXT-X-TARGETDURATION:{target:g} below a segment of {longest:g} s (RFC 8216 4.3.3.1)",
+        )
     segments = [(sequence + i, uri) for i, uri in enumerate(uris)]
     return MediaPlaylist(target, sequence, segments, "#EXT-X-ENDLIST" in lines)
 
