@@ -124,9 +124,9 @@ class StreamSettings(_Section):
     http_port: int = Field(8099, ge=0, le=65535)
     public_host: str | None = Field(None, description="host the Cast device uses to reach us")
     default_quality: str = "720p"
-    # low: 0.5 s segments and a start hint three segments behind the live edge (~1.5 s
-    # glass-to-glass); normal: 1 s segments, players' own defaults (~3.5 s), more slack for
-    # a shaky Wi-Fi. bench/pipeline.py measures both.
+    # low: 0.5 s segments and a start hint two segments behind the live edge; normal: 1 s
+    # segments and players' own defaults (three segments), more slack for a shaky Wi-Fi.
+    # bench/pipeline.py measures the glass-to-glass latency of both.
     latency: Literal["low", "normal"] = "low"
     segment_seconds: float | None = Field(
         None, ge=0.5, le=6.0, description="default: 0.5 with latency low, 1.0 with normal"
@@ -159,8 +159,11 @@ class StreamSettings(_Section):
     @property
     def start_offset_s(self) -> float | None:
         """How far behind the live edge players should start (EXT-X-START), None: their own
-        default. Three segments: Shaka's own choice, and what RFC 8216 asks of a client."""
-        return 3 * self.segment_length_s if self.latency == "low" else None
+        default (three segments). Two segments: players learn of a segment within a few tens
+        of milliseconds of its listing (agent/stream/hls.py fresh_playlist), so the second
+        is there long before the first has played; 10 minutes in hls.js and Shaka showed no
+        stall (bench/pipeline.py --soak 600)."""
+        return 2 * self.segment_length_s if self.latency == "low" else None
 
 
 class BrowserSettings(_Section):

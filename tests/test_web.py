@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,6 +75,55 @@ async def test_a_media_playlist_is_served_with_a_target_duration_players_accept(
     (tmp_path / "stream" / "media.m3u8").unlink()
     status, _, _ = await get(f"{base}/stream/{TOKEN}/media.m3u8")
     assert status == 404
+
+
+async def test_a_player_gets_the_segment_about_to_be_listed_not_the_one_before(
+    tmp_path: Path,
+) -> None:
+    """Players keep the distance behind the newest segment they first see: a playlist that is
+    about to gain a segment is held until it has it, so no viewer starts a segment behind."""
+    directory = tmp_path / "live"
+    directory.mkdir()
+    playlist = directory / "media.m3u8"
+    web_server = WebServer("127.0.0.1", 0)
+    web_server.publish(TOKEN, directory, segment_s=0.5)
+    await web_server.start()
+    url = f"http://127.0.0.1:{web_server.port}/stream/{TOKEN}/media.m3u8"
+
+    async def list_next_segment(after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        staged = directory / "media.m3u8.tmp"  # as ffmpeg does: written, then renamed
+        staged.write_text(FFMPEG_HALF_SECONDS + "#EXTINF:0.500000,\nseg9.ts\n")
+        staged.rename(playlist)
+
+    def write_old(age_s: float) -> None:
+        playlist.write_text(FFMPEG_HALF_SECONDS)
+        listed = time.time() - age_s
+        os.utime(playlist, (listed, listed))
+
+    try:
+        write_old(0.0)  # just listed: served at once
+        started = time.monotonic()
+        _, _, body = await get(url)
+        assert time.monotonic() - started < 0.3  # a held one would take 0.45 s
+        assert b"seg9.ts" not in body
+
+        write_old(0.3)  # the next segment is due in 0.2 s: worth the wait
+        started = time.monotonic()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(list_next_segment(0.2))
+            _, _, body = await get(url)
+        assert b"seg9.ts" in body  # not served before it was listed
+        assert time.monotonic() - started > 0.15
+
+        write_old(0.3)  # an encoder that stalled: its last playlist, within two segments
+        started = time.monotonic()
+        _, _, body = await get(url)
+        assert b"seg8.ts" in body
+        assert b"seg9.ts" not in body
+        assert 0.6 < time.monotonic() - started < 2.0
+    finally:
+        await web_server.stop()
 
 
 async def test_stream_files_have_their_content_types_and_cors(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +118,38 @@ def media_bitrate_kbps(directory: Path) -> float | None:
             continue
         seconds += duration
     return round(size * 8 / seconds / 1000, 1) if seconds else None
+
+
+# A playlist younger than this share of a segment is served at once: its newest segment is
+# about as new as it gets.
+_FRESH_SHARE = 0.2
+# Looking for the next listing starts this long before it is due, then every _POLL_S.
+_EARLY_S = 0.05
+_POLL_S = 0.01
+
+
+async def fresh_playlist(path: Path, segment_s: float) -> str:
+    """The media playlist with the newest segment, waiting for it if it is about to be listed.
+
+    Players start a fixed distance behind the newest segment they see and keep that distance
+    (none of them catches up by default). One that asks just before a segment lands starts,
+    and stays, up to a segment further behind: with 0.5 s segments the glass-to-glass latency
+    varied by half a second from one viewer to the next. So a playlist older than a fifth of a
+    segment is held until ffmpeg lists the next one, for at most two segment lengths (a
+    stalled encoder gets its old playlist served). Raises FileNotFoundError.
+    """
+    listed = await asyncio.to_thread(_mtime, path)
+    age = time.time() - listed
+    if age >= _FRESH_SHARE * segment_s:
+        due_in = max(0.0, segment_s - age - _EARLY_S)
+        await asyncio.sleep(due_in)
+        # No event tells us: ffmpeg renames a new playlist into place.
+        for _ in range(math.ceil((2 * segment_s - age - due_in) / _POLL_S)):
+            if await asyncio.to_thread(_mtime, path) != listed:
+                break
+            await asyncio.sleep(_POLL_S)
+    return conformed(await asyncio.to_thread(path.read_text))
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime

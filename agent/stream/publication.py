@@ -21,9 +21,11 @@ class Publication:
         web: WebServer,
         work_dir: Path,
         public_host: str | None,
+        segment_s: float,
         on_snapshot: Callable[[bytes | None], None],
     ) -> None:
         self._web = web
+        self._segment_s = segment_s
         self._public_host = public_host
         self._on_snapshot = on_snapshot
         self._token = secrets.token_urlsafe(18)
@@ -43,7 +45,7 @@ class Publication:
         return f"http://{host}:{self._web.port}{self.path}"
 
     def publish(self) -> None:
-        self._web.publish(self._token, self.directory)
+        self._web.publish(self._token, self.directory, segment_s=self._segment_s)
 
     def unpublish(self) -> None:
         self._web.unpublish(self._token)

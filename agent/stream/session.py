@@ -70,8 +70,13 @@ class PipelineSession:
         self._session_id = session_id
         self._request = request
         self._listener = listener
+        stream = parts.settings.stream
         self._publication = Publication(
-            parts.web, parts.work_dir, parts.settings.stream.public_host, parts.on_snapshot
+            parts.web,
+            parts.work_dir,
+            stream.public_host,
+            stream.segment_length_s,
+            parts.on_snapshot,
         )
         self._pipeline = Pipeline(parts, request, self._publication.directory)
         self._casting: Casting | None = None

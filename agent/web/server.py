@@ -11,13 +11,20 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from loguru import logger
 
-from agent.stream.hls import HLS_CONTENT_TYPE, SEGMENT_CONTENT_TYPE, conformed
+from agent.stream.hls import (
+    HLS_CONTENT_TYPE,
+    MEDIA_PLAYLIST,
+    SEGMENT_CONTENT_TYPE,
+    conformed,
+    fresh_playlist,
+)
 
 CONTENT_TYPES = {".m3u8": HLS_CONTENT_TYPE, ".ts": SEGMENT_CONTENT_TYPE}
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(m3u8|ts)$")
@@ -57,7 +64,7 @@ class WebServer:
     def __init__(self, host: str, port: int) -> None:
         self._host = host
         self._port = port
-        self._streams: dict[str, Path] = {}
+        self._streams: dict[str, _Stream] = {}
         self._snapshot: SnapshotSource = lambda: None
         self._health: HealthSource = lambda: (True, {"ok": True})
         self.app = web.Application(middlewares=[_cors])
@@ -82,8 +89,10 @@ class WebServer:
             raise RuntimeError("server not started")
         return self._bound_port
 
-    def publish(self, token: str, directory: Path) -> None:
-        self._streams[token] = directory
+    def publish(self, token: str, directory: Path, *, segment_s: float | None = None) -> None:
+        """Serve ``directory`` under ``/stream/<token>/``. With ``segment_s``, a media
+        playlist request waits for a segment about to be listed (agent/stream/hls.py)."""
+        self._streams[token] = _Stream(directory, segment_s)
 
     def unpublish(self, token: str) -> None:
         self._streams.pop(token, None)
@@ -124,9 +133,9 @@ class WebServer:
         return web.Response(status=204)
 
     async def _stream_file(self, request: web.Request) -> web.StreamResponse:
-        path = self._resolve(request)
+        path, segment_s = self._resolve(request)
         if path.suffix == ".m3u8":
-            return await self._playlist(path)
+            return await self._playlist(path, segment_s if path.name == MEDIA_PLAYLIST else None)
         # FileResponse answers 404 for a segment that slid out of the window and was deleted.
         return web.FileResponse(
             path,
@@ -136,20 +145,29 @@ class WebServer:
             },
         )
 
-    async def _playlist(self, path: Path) -> web.Response:
+    async def _playlist(self, path: Path, segment_s: float | None) -> web.Response:
         try:
-            text = await asyncio.to_thread(path.read_text)
+            if segment_s is None:
+                text = conformed(await asyncio.to_thread(path.read_text))
+            else:
+                text = await fresh_playlist(path, segment_s)
         except FileNotFoundError:
             raise web.HTTPNotFound() from None
         return web.Response(
-            body=conformed(text).encode(),
+            body=text.encode(),
             headers={"Content-Type": HLS_CONTENT_TYPE, "Cache-Control": "no-cache"},
         )
 
-    def _resolve(self, request: web.Request) -> Path:
-        directory = self._streams.get(request.match_info["token"])
+    def _resolve(self, request: web.Request) -> tuple[Path, float | None]:
+        stream = self._streams.get(request.match_info["token"])
         name = request.match_info["name"]
         # Only flat names of playlists and segments: no "..", no other files of the directory.
-        if directory is None or not _FILE_NAME.match(name):
+        if stream is None or not _FILE_NAME.match(name):
             raise web.HTTPNotFound()
-        return directory / name
+        return stream.directory / name, stream.segment_s
+
+
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    directory: Path
+    segment_s: float | None
