@@ -365,12 +365,12 @@ async def switch_latencies(options: Options, pages: PageServer, count: int) -> l
         media_url = url.replace(MASTER_PLAYLIST, MEDIA_PLAYLIST)
         segment = settings(options.work_dir).stream.segment_length_s
         for run in range(count):
-            # Each wait starts just after a listing (first_showing returns then): a fixed wait
-            # would land every switch at the same point of a segment. Golden-ratio steps
-            # spread them evenly over the segment.
+            # The playlist answer comes as a segment is listed (the server holds it until
+            # then), so a fixed wait after it would land every switch at the same point of a
+            # segment. Golden-ratio steps spread them evenly over the segment.
+            known = await listed_segments(http, media_url)
             await asyncio.sleep(1.0 + (run * _GOLDEN % 1.0) * segment)
             rgb_hex, rgb = colours[run % 2]
-            known = await listed_segments(http, media_url)
             started = time.perf_counter()
             await session.switch(f"bench-{run}", StreamRequest(pages.color(rgb_hex), "720p"))
             latencies.append(await first_showing(http, media_url, known, rgb) - started)

@@ -100,7 +100,7 @@ async def test_profile_credentials_reach_their_origin_and_not_another_port() -> 
             screen = Screen(playwright, BrowserSettings(), Geometry(320, 240, 1.0, 10))
             await screen.start()
             try:
-                page = await screen.take_page(profile)
+                page = await screen.new_page(profile)
                 await page.page.goto(origin + "/")
                 title = await until_async(page.title, within=30)
                 await until(lambda: other_seen.of("/px.gif") and seen.of("/own.gif"))

@@ -1,5 +1,5 @@
-"""The warm screen: a stop never waits for the next session's page, and a start at another size
-right while (or after) the browser warms up at the default size gets a working screen."""
+"""The warm screen: it idles without a page, and a start at another size right while (or after)
+the browser warms up at the default size gets a working screen."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support.listener import RecordingListener
 from support.pages import PageServer
-from support.procs import named
+from support.procs import descendants, named
 from support.streaming import running_backend, until
 
 from agent.supervisor.session import StreamRequest
@@ -19,30 +19,31 @@ TINY = {"width": 320, "height": 180, "fps": 10, "bitrate_kbps": 300}
 SMALL = {"width": 480, "height": 270, "fps": 10, "bitrate_kbps": 300}
 
 
-async def test_a_stop_does_not_wait_for_the_spare_page(
-    tmp_path: Path, page_server: PageServer
-) -> None:
+def renderers() -> list[str]:
+    return [p.cmdline for p in descendants() if "--type=renderer" in p.cmdline]
+
+
+async def test_a_warm_browser_idles_without_a_page(tmp_path: Path, page_server: PageServer) -> None:
+    """Between sessions the browser keeps no page open: no renderer process idles (60-80 MB
+    PSS); the next session opens its own page and streams."""
     async with running_backend(
         tmp_path, stream={"default_quality": "tiny"}, qualities={"tiny": TINY}
     ) as backend:
-        request = StreamRequest(url=page_server.color("ff0000"), quality="tiny")
-        session = backend.create_session("s1", request, RecordingListener())
-        await session.start()
-        await session.stop()
+        await until(lambda: backend.screens.current is not None, within=60)
         screen = backend.screens.current
         assert screen is not None
-        spare = screen._spare
-        # Still opening when the stop returned: nobody waited for it.
-        assert spare is not None
-        assert not spare.done()
-        await until(spare.done, within=30)
-        assert spare.exception() is None
-
-        # The next session takes that page (no new one is opened for it).
-        again = backend.create_session("s2", request, RecordingListener())
-        await again.start()
-        assert screen._spare is None
-        await again.stop()
+        await until(lambda: screen.alive, within=60)
+        assert renderers() == []
+        request = StreamRequest(url=page_server.color("ff0000"), quality="tiny")
+        for session_id in ("s1", "s2"):
+            listener = RecordingListener()
+            session = backend.create_session(session_id, request, listener)
+            await session.start()
+            assert listener.stream_urls
+            assert renderers()
+            await session.stop()
+            await until(lambda: renderers() == [], within=30)
+            assert backend.screens.current is screen  # the same warm browser throughout
 
 
 @pytest.mark.parametrize("warmed", [False, True], ids=["while-warming", "after-warming"])
@@ -56,7 +57,7 @@ async def test_another_size_than_the_warm_one(
             await until(lambda: backend.screens.current is not None, within=60)
             current = backend.screens.current
             assert current is not None
-            await until(lambda: current._spare is not None and current._spare.done(), within=60)
+            await until(lambda: current.alive, within=60)
         listener = RecordingListener()
         request = StreamRequest(url=page_server.color("00ff00"), quality="small")
         session = backend.create_session("s1", request, listener)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -155,12 +156,33 @@ async def _playwright() -> AsyncIterator[Playwright]:
     """Playwright's driver for as long as the backend runs; a driver that fails to exit
     cleanly (it is often gone already at shutdown) does not stop the rest of the teardown."""
     manager = async_playwright()
-    playwright = await manager.__aenter__()
+    with _driver_node_options():
+        playwright = await manager.__aenter__()
     try:
         yield playwright
     finally:
         with contextlib.suppress(Exception):
             await manager.__aexit__(None, None, None)
+
+
+# Playwright's driver is a Node process relaying messages. V8 sizes its young generation for
+# throughput (16 MB semi-spaces); a relay idling for days does better with 1 MB (-10 MB RSS).
+_DRIVER_NODE_OPTIONS = "--max-semi-space-size=1"
+
+
+@contextlib.contextmanager
+def _driver_node_options() -> Iterator[None]:
+    """NODE_OPTIONS for the driver Playwright spawns now (it copies os.environ), the user's
+    own options kept; restored once the driver runs."""
+    before = os.environ.get("NODE_OPTIONS")
+    os.environ["NODE_OPTIONS"] = f"{before or ''} {_DRIVER_NODE_OPTIONS}".strip()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["NODE_OPTIONS"]
+        else:
+            os.environ["NODE_OPTIONS"] = before
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -37,6 +37,9 @@ def sandbox_enabled(settings: BrowserSettings) -> bool:
     return settings.sandbox if settings.sandbox is not None else os.geteuid() != 0
 
 
+# The network service runs in the browser process instead of a utility process of its own:
+# a page on a wall display needs no isolation from a network crash (a crash heals the browser).
+_IN_PROCESS_FEATURES = ("NetworkServiceInProcess2",)
 # Nothing of the browser's UI is ever seen on a captured kiosk.
 _UNSEEN_FEATURES = (
     "WebUIOmniboxPopup",
@@ -73,7 +76,9 @@ def chromium_args(geometry: Geometry, settings: BrowserSettings) -> list[str]:
         # (a WebUI page each new context's window preloads, ~30 MB PSS) or for tab search,
         # and no spare renderer process idling for a navigation that may never come.
         *features.merged(
-            settings.extra_args, enable=auth.ORIGIN_BOUND_COOKIES, disable=_UNSEEN_FEATURES
+            settings.extra_args,
+            enable=(*auth.ORIGIN_BOUND_COOKIES, *_IN_PROCESS_FEATURES),
+            disable=_UNSEEN_FEATURES,
         ),
     ]
 

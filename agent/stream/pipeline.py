@@ -202,7 +202,7 @@ class Pipeline:
             await self._page.close()
             self._page = None
         self._prepared = None  # closed with its context
-        self._page = await self._screen.take_page(self._settings.auth_profile(self._request.auth))
+        self._page = await self._screen.new_page(self._settings.auth_profile(self._request.auth))
         try:
             await self._load()
         except PagecastError as exc:
@@ -368,7 +368,7 @@ class Pipeline:
                 return
             screen = await self._screens.fresh(self._geometry)
             try:
-                page = await screen.take_page(self._settings.auth_profile(self._request.auth))
+                page = await screen.new_page(self._settings.auth_profile(self._request.auth))
                 await navigation.load(
                     page.page, self._url, self._settings.stream.page_load_timeout_s
                 )

@@ -23,8 +23,6 @@ class Screen:
         self.display = Display(geometry.width, geometry.height)
         self.browser: Browser | None = None
         self._launched_at = time.monotonic()
-        # The next session's page, opening in the background (see prepare_spare).
-        self._spare: asyncio.Task[BrowserPage] | None = None
 
     @property
     def alive(self) -> bool:
@@ -34,26 +32,9 @@ class Screen:
     def browser_age_s(self) -> float:
         return time.monotonic() - self._launched_at
 
-    def prepare_spare(self) -> None:
-        """Start opening a fresh context and fullscreen page for the next session without
-        auth, in the background: nobody ever waits for it but that session's take_page().
-
-        Only while no session streams: the new window opens on top and would be captured.
-        """
-        if self._spare is None and self.browser is not None and self.browser.alive:
-            self._spare = asyncio.create_task(self.browser.new_page(None), name="spare-page")
-
-    async def take_page(self, profile: AuthProfile | None) -> BrowserPage:
-        """A page in a fresh context: the spare one if it fits, else a new one."""
-        spare = self._spare
-        self._spare = None
-        if spare is not None and profile is None:
-            # Already opening: waiting for it is quicker than starting over.
-            await asyncio.wait([spare])
-            if not spare.cancelled() and spare.exception() is None and spare.result().alive:
-                return spare.result()
-        if spare is not None:
-            await _discard(spare)
+    async def new_page(self, profile: AuthProfile | None) -> BrowserPage:
+        """A page in a fresh context. None is kept open between sessions: an idle renderer
+        costs 60-80 MB PSS, and opening one costs a start a few tens of milliseconds."""
         if self.browser is None:
             raise RuntimeError("screen not started")
         return await self.browser.new_page(profile)
@@ -68,7 +49,6 @@ class Screen:
 
     async def restart_browser(self) -> Browser:
         """A new Chromium on the same display (after a crash); the display keeps running."""
-        self._drop_spare()
         if self.browser is not None:
             await self.browser.close()
         self.browser = Browser(self._playwright, self._settings, self.display.name, self.geometry)
@@ -77,38 +57,10 @@ class Screen:
         return self.browser
 
     async def close(self) -> None:
-        self._drop_spare()
         if self.browser is not None:
             await self.browser.close()
             self.browser = None
         await self.display.stop()
-
-    def _drop_spare(self) -> None:
-        """Forget the spare page without waiting: closing the browser closes it anyway."""
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            spare.cancel()
-            spare.add_done_callback(_close_when_opened)
-
-
-async def _discard(spare: asyncio.Task[BrowserPage]) -> None:
-    spare.cancel()
-    await asyncio.wait([spare])
-    if not spare.cancelled() and spare.exception() is None:
-        await spare.result().close()
-
-
-def _close_when_opened(spare: asyncio.Task[BrowserPage]) -> None:
-    # Also retrieves the exception of a spare that failed, so asyncio does not log it.
-    if not spare.cancelled() and spare.exception() is None:
-        page = spare.result()
-        closing = asyncio.get_running_loop().create_task(page.close())
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
-
-
-# Closes of forgotten spare pages in flight (asyncio keeps only weak references to tasks).
-_closing: set[asyncio.Task[None]] = set()
 
 
 class ScreenKeeper:
@@ -130,9 +82,7 @@ class ScreenKeeper:
         async with self._lock:
             if self._in_use.locked():
                 return  # a session took over meanwhile; its geometry decides
-            screen = await self._ensure(geometry)
-            if not self._in_use.locked():
-                screen.prepare_spare()
+            await self._ensure(geometry)
 
     async def acquire(self, geometry: Geometry) -> Screen:
         """A live screen at ``geometry`` for exclusive use until release()."""
@@ -164,14 +114,11 @@ class ScreenKeeper:
                 await old.close()
 
     async def release(self) -> None:
-        """Hand the screen back. Never waits for the next session's page: that one opens in
-        the background (a stop once took 16.8 s under load waiting for it)."""
+        """Hand the screen back: kept warm, or closed."""
         try:
             async with self._lock:
                 if not self._settings.keep_warm:
                     await self._close_current()
-                elif self._screen is not None:
-                    self._screen.prepare_spare()
         finally:
             self._in_use.release()
 
