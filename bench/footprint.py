@@ -66,7 +66,7 @@ async def idle_agent(work_dir: Path) -> dict[str, float]:
             if agent.returncode is not None:
                 raise RuntimeError("the agent exited")
             await asyncio.sleep(0.2)
-        await asyncio.sleep(_SETTLE_S)  # warm: the spare page open, start-up work done
+        await asyncio.sleep(_SETTLE_S)  # warm: the browser up, start-up work done
         pids = [agent.pid, *meter.descendants(agent.pid)]
         figures: dict[str, float] = {}
         for pid in pids:

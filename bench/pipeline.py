@@ -145,7 +145,7 @@ async def agent_stream(
 
 
 async def wait_warm(backend: StreamBackend) -> None:
-    """Like an agent that ran a while: the browser up and its spare page open."""
+    """Like an agent that ran a while: the browser up, its start-up work done."""
     while backend.screens.current is None or not backend.screens.current.alive:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)
