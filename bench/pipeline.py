@@ -367,7 +367,8 @@ async def switch_latencies(options: Options, pages: PageServer, count: int) -> l
         for run in range(count):
             # The playlist answer comes as a segment is listed (the server holds it until
             # then), so a fixed wait after it would land every switch at the same point of a
-            # segment. Golden-ratio steps spread them evenly over the segment.
+            # segment. Golden-ratio steps spread them evenly over the segment. Segments
+            # listed during the wait show the old page: first_showing checks and skips them.
             known = await listed_segments(http, media_url)
             await asyncio.sleep(1.0 + (run * _GOLDEN % 1.0) * segment)
             rgb_hex, rgb = colours[run % 2]
@@ -399,20 +400,30 @@ async def last_frame_rgb(http: aiohttp.ClientSession, url: str) -> tuple[int, in
 async def first_showing(
     http: aiohttp.ClientSession, media_url: str, known: list[str], rgb: tuple[int, int, int]
 ) -> float:
-    """When the first new segment whose last picture shows ``rgb`` was listed."""
+    """When the first new segment whose last picture shows ``rgb`` was listed.
+
+    The playlist is polled without pause while segments are decoded beside it: a poll that
+    waited for a decode would start late, be held by the server until the next listing, and
+    date the segment it finds a whole segment late.
+    """
     seen = set(known)
-    listed_at: list[tuple[str, float]] = []
-    while True:
-        for name in await listed_segments(http, media_url):
-            if name not in seen:
-                seen.add(name)
-                listed_at.append((name, time.perf_counter()))
-        while listed_at:
-            name, at = listed_at.pop(0)
-            got = await last_frame_rgb(http, media_url.rsplit("/", 1)[0] + "/" + name)
-            if all(abs(a - b) < 40 for a, b in zip(got, rgb, strict=True)):
-                return at
-        await asyncio.sleep(0.02)
+    checks: list[tuple[float, asyncio.Task[tuple[int, int, int]]]] = []
+    base = media_url.rsplit("/", 1)[0] + "/"
+    try:
+        while True:
+            for name in await listed_segments(http, media_url):
+                if name not in seen:
+                    seen.add(name)
+                    check = asyncio.create_task(last_frame_rgb(http, base + name))
+                    checks.append((time.perf_counter(), check))
+            while checks and checks[0][1].done():
+                at, check = checks.pop(0)
+                if all(abs(a - b) < 40 for a, b in zip(check.result(), rgb, strict=True)):
+                    return at
+            await asyncio.sleep(0.02)
+    finally:
+        for _, check in checks:
+            check.cancel()
 
 
 # -- report ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import pychromecast
 from loguru import logger
 from pychromecast.controllers.media import MediaStatus, MediaStatusListener
 from pychromecast.controllers.receiver import CastStatus, CastStatusListener
+from pychromecast.error import PyChromecastStopped
 from pychromecast.models import CastInfo
 from pychromecast.response_handler import CallbackType
 from pychromecast.socket_client import (
@@ -197,6 +198,7 @@ class CastConnection:
                 zconf=self._zconf,
             )
             _serialize_writes(cast.socket_client)
+            _quiet_stop(cast.socket_client)
             cast.register_status_listener(relay)
             cast.media_controller.register_status_listener(relay)
             cast.register_connection_listener(relay)
@@ -312,6 +314,20 @@ class CastConnection:
 
 # What _serialize_writes relies on: every write of pychromecast 14.0 goes through this method.
 _SEND_MESSAGE_PARAMS = ("self", "destination_id", "namespace", "data")
+def _quiet_stop(client: SocketClient) -> None:
+    """A disconnect that lands while pychromecast's thread is still connecting makes that
+    thread end with PyChromecastStopped (raised by its own first status request), which
+    Python prints as an unhandled thread exception. It is the thread's normal end."""
+    run = client.run
+
+    @functools.wraps(run)
+    def run_until_stopped() -> None:
+        with contextlib.suppress(PyChromecastStopped):
+            run()
+
+    client.run = run_until_stopped  # type: ignore[method-assign]
+
+
 # Set while a thread writes through the serialized send_message (tests check every socket
 # write happens inside it: the patch is hit, not bypassed by a changed library).
 writing = threading.local()
