@@ -124,7 +124,7 @@ class StreamSettings(_Section):
     http_port: int = Field(8099, ge=0, le=65535)
     public_host: str | None = Field(None, description="host the Cast device uses to reach us")
     default_quality: str = "720p"
-    # low: 0.5 s segments and a start hint two segments behind the live edge; normal: 1 s
+    # low: 0.5 s segments and a start hint 2.5 segments behind the live edge; normal: 1 s
     # segments and players' own defaults (three segments), more slack for a shaky Wi-Fi.
     # bench/pipeline.py measures the glass-to-glass latency of both.
     latency: Literal["low", "normal"] = "low"
@@ -159,11 +159,11 @@ class StreamSettings(_Section):
     @property
     def start_offset_s(self) -> float | None:
         """How far behind the live edge players should start (EXT-X-START), None: their own
-        default (three segments). Two segments: players learn of a segment within a few tens
-        of milliseconds of its listing (agent/stream/hls.py fresh_playlist), so the second
-        is there long before the first has played; 10 minutes in hls.js and Shaka showed no
-        stall (bench/pipeline.py --soak 600)."""
-        return 2 * self.segment_length_s if self.latency == "low" else None
+        default (three segments). Players learn of a segment within a few tens of
+        milliseconds of its listing (agent/stream/hls.py fresh_playlist). Two segments left
+        Shaka one stall in 10 minutes (bench/pipeline.py --soak 600); two and a half give
+        the player a quarter second more to spare."""
+        return 2.5 * self.segment_length_s if self.latency == "low" else None
 
 
 class BrowserSettings(_Section):
