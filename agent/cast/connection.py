@@ -314,6 +314,8 @@ class CastConnection:
 
 # What _serialize_writes relies on: every write of pychromecast 14.0 goes through this method.
 _SEND_MESSAGE_PARAMS = ("self", "destination_id", "namespace", "data")
+
+
 def _quiet_stop(client: SocketClient) -> None:
     """A disconnect that lands while pychromecast's thread is still connecting makes that
     thread end with PyChromecastStopped (raised by its own first status request), which
