@@ -1,4 +1,5 @@
-"""Reading the live media playlist ffmpeg writes (segments ready, media bitrate)."""
+"""The live media playlist ffmpeg writes: reading it (segments ready, media bitrate) and serving
+it as players need it (a valid target duration, the newest segment)."""
 
 from __future__ import annotations
 
