@@ -12,7 +12,7 @@ from test_supervisor import Harness, harness, req  # noqa: F401  (fixture re-use
 from agent.errors import ErrorCode, PagecastError
 from agent.supervisor.session import RotationPage
 from agent.supervisor.state import EventName, State, utcnow
-from agent.supervisor.supervisor import Wish
+from agent.supervisor.supervisor import StartOutcome, Wish
 from agent.wish import from_json, to_json
 
 SHORT = 0.3  # an interrupt's duration: long enough to see it, short enough to wait for
@@ -185,7 +185,9 @@ async def test_a_failed_interrupt_gives_the_screen_back(harness: Harness) -> Non
     assert supervisor.wish.session_id == base.session_id
 
 
-async def test_a_saved_interrupt_is_resumed_with_its_base(harness: Harness) -> None:  # noqa: F811
+async def saved_interrupt(harness: Harness) -> tuple[StartOutcome, Wish]:  # noqa: F811
+    """A dashboard, a doorbell interrupt over it, then a stop: (the base's start, the wish as
+    saved while the interrupt ran, as a restart finds it)."""
     supervisor = harness.supervisor
     base = supervisor.start(req("http://dashboard/"))
     await harness.settle()
@@ -195,6 +197,12 @@ async def test_a_saved_interrupt_is_resumed_with_its_base(harness: Harness) -> N
     assert saved is not None
     supervisor.stop()
     await harness.settle()
+    return base, saved
+
+
+async def test_a_saved_interrupt_is_resumed_with_its_base(harness: Harness) -> None:  # noqa: F811
+    supervisor = harness.supervisor
+    base, saved = await saved_interrupt(harness)
 
     # As after a restart: the interrupt comes back with what it had left, then its base.
     resumed = supervisor.resume(saved)
@@ -212,14 +220,7 @@ async def test_a_saved_interrupt_that_ended_meanwhile_resumes_its_base(
     harness: Harness,  # noqa: F811
 ) -> None:
     supervisor = harness.supervisor
-    base = supervisor.start(req("http://dashboard/"))
-    await harness.settle()
-    supervisor.start(req("http://doorbell/", duration_s=SHORT, revert=True))
-    await harness.settle()
-    saved = supervisor.wish
-    assert saved is not None
-    supervisor.stop()
-    await harness.settle()
+    base, saved = await saved_interrupt(harness)
     await asyncio.sleep(SHORT * 1.5)
     resumed = supervisor.resume(saved)
     assert resumed is not None
