@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from support.mqtt import free_port
+from support.http import serving
 
 from agent import __version__
 from agent.config import Settings
@@ -160,14 +160,8 @@ async def supervisor() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/services/mqtt", mqtt_service)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}", asked
-    finally:
-        await runner.cleanup()
 
 
 async def test_broker_comes_from_the_supervisor_when_none_is_set(

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import async_playwright
 from pydantic import ValidationError
+from support.http import serving
 from support.streaming import until, until_async
 
 from agent.config import AuthProfile, BrowserSettings
@@ -57,13 +58,8 @@ async def http_server(page: str = "") -> AsyncIterator[tuple[str, Seen]]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    finally:
-        await runner.cleanup()
+    async with serving(app) as port:
+        yield f"http://127.0.0.1:{port}", seen
 
 
 def embedding(other: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from support.containers import ROOT, Container, container, docker, sandboxed_renderers
+from support.http import serving
 from support.media import fetch, media_playlist, media_playlist_url, probe_streams
 from support.mqtt import Mosquitto, Probe, free_port, probe
 from support.pages import PageServer
@@ -178,14 +179,8 @@ async def supervisor(mosquitto: Mosquitto) -> Any:
 
     app = web.Application()
     app.router.add_get("/services/mqtt", mqtt_service)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}", token, asked
-    finally:
-        await runner.cleanup()
 
 
 async def test_addon_streams_from_its_options(

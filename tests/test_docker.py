@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from aiohttp import web
+from support.http import serving
 
 from agent.cli import SUBCOMMANDS
 from agent.config import Settings
@@ -272,13 +273,8 @@ async def healthz_server(unused_tcp_port: int) -> AsyncIterator[tuple[int, dict[
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
-    try:
+    async with serving(app, unused_tcp_port):
         yield unused_tcp_port, answer
-    finally:
-        await runner.cleanup()
 
 
 async def run_healthcheck(port: int) -> int:
