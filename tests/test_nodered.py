@@ -208,15 +208,12 @@ def flow_agent(
     )
 
 
-async def test_flow_starts_a_page_and_shows_status_and_events(
-    node_red: Path,
-    mosquitto: Mosquitto,
-    agent_settings: Callable[..., Settings],
-    page_server: PageServer,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    settings = flow_agent(agent_settings, width=640, height=360, bitrate_kbps=600)
-    page = page_server.color("3366cc")
+@contextlib.asynccontextmanager
+async def flow_editor(
+    settings: Settings, node_red: Path, tmp_path: Path, mosquitto: Mosquitto
+) -> AsyncIterator[tuple[Editor, aiohttp.ClientSession, str]]:
+    """The agent, Node-RED running the example flow, and its editor following the flow's
+    debug messages and node statuses: (editor, an HTTP session, Node-RED's base URL)."""
     async with (
         real_agent(settings),
         running_node_red(node_red, tmp_path / "node-red", mosquitto.port) as base,
@@ -228,53 +225,64 @@ async def test_flow_starts_a_page_and_shows_status_and_events(
         try:
             await ws.send_str(json.dumps({"subscribe": "debug"}))
             await ws.send_str(json.dumps({"subscribe": "status/#"}))
-            # The agent's retained status reached the flow when it subscribed: idle.
-            await editor.wait(lambda: editor.statuses.get("pagecast.show.status") == "idle")
-            await editor.wait(lambda: editor.statuses.get("pagecast.show.availability") == "online")
-
-            await editor.press(http, "pagecast.inject.start", page)
-            response = await editor.wait_debug(
-                "pagecast.debug.response", lambda m: m["payload"]["command"] == "start"
-            )
-            assert response["topic"] == f"{settings.topic_root}/response/start"
-            assert response["payload"]["ok"] is True
-            assert response["payload"]["id"].startswith("node-red-")
-            status = await editor.wait_debug(
-                "pagecast.debug.status", lambda s: s["state"] == "streaming"
-            )
-            assert status["url"] == page
-            await editor.wait(
-                lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {page}"
-            )
-            started = await editor.wait_debug("pagecast.debug.event", lambda e: True)
-            assert started["event"] == "started"
-            # The flow keeps the whole status (flow context, as the editor's Context tab shows):
-            # the agent streams the flow's default quality, at a URL that really serves it.
-            async with http.get(f"{base}/context/flow/pagecast.flow/pagecast_status") as answer:
-                kept = json.loads((await answer.json())["msg"])
-            assert (kept["quality"], kept["request_id"]) == ("hub", response["payload"]["id"])
-            async with http.get(kept["stream_url"]) as playlist:
-                assert playlist.status == 200
-                assert "#EXTM3U" in await playlist.text()
-
-            mark = len(editor.debug)
-            await editor.press(http, "pagecast.inject.stop")
-            await editor.wait_debug(
-                "pagecast.debug.event", lambda e: e["event"] == "stopped", since=mark
-            )
-            await editor.wait_debug(
-                "pagecast.debug.status", lambda s: s["state"] == "idle", since=mark
-            )
-
-            await editor.press(http, "pagecast.inject.status")
-            answer = await editor.wait_debug(
-                "pagecast.debug.response", lambda m: m["payload"]["command"] == "status"
-            )
-            assert answer["payload"]["status"]["state"] == "idle"
+            yield editor, http, base
         finally:
             collecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await collecting
+
+
+async def test_flow_starts_a_page_and_shows_status_and_events(
+    node_red: Path,
+    mosquitto: Mosquitto,
+    agent_settings: Callable[..., Settings],
+    page_server: PageServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    settings = flow_agent(agent_settings, width=640, height=360, bitrate_kbps=600)
+    page = page_server.color("3366cc")
+    async with flow_editor(settings, node_red, tmp_path, mosquitto) as (editor, http, base):
+        # The agent's retained status reached the flow when it subscribed: idle.
+        await editor.wait(lambda: editor.statuses.get("pagecast.show.status") == "idle")
+        await editor.wait(lambda: editor.statuses.get("pagecast.show.availability") == "online")
+
+        await editor.press(http, "pagecast.inject.start", page)
+        response = await editor.wait_debug(
+            "pagecast.debug.response", lambda m: m["payload"]["command"] == "start"
+        )
+        assert response["topic"] == f"{settings.topic_root}/response/start"
+        assert response["payload"]["ok"] is True
+        assert response["payload"]["id"].startswith("node-red-")
+        status = await editor.wait_debug(
+            "pagecast.debug.status", lambda s: s["state"] == "streaming"
+        )
+        assert status["url"] == page
+        await editor.wait(
+            lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {page}"
+        )
+        started = await editor.wait_debug("pagecast.debug.event", lambda e: True)
+        assert started["event"] == "started"
+        # The flow keeps the whole status (flow context, as the editor's Context tab shows):
+        # the agent streams the flow's default quality, at a URL that really serves it.
+        async with http.get(f"{base}/context/flow/pagecast.flow/pagecast_status") as answer:
+            kept = json.loads((await answer.json())["msg"])
+        assert (kept["quality"], kept["request_id"]) == ("hub", response["payload"]["id"])
+        async with http.get(kept["stream_url"]) as playlist:
+            assert playlist.status == 200
+            assert "#EXTM3U" in await playlist.text()
+
+        mark = len(editor.debug)
+        await editor.press(http, "pagecast.inject.stop")
+        await editor.wait_debug(
+            "pagecast.debug.event", lambda e: e["event"] == "stopped", since=mark
+        )
+        await editor.wait_debug("pagecast.debug.status", lambda s: s["state"] == "idle", since=mark)
+
+        await editor.press(http, "pagecast.inject.status")
+        answer = await editor.wait_debug(
+            "pagecast.debug.response", lambda m: m["payload"]["command"] == "status"
+        )
+        assert answer["payload"]["status"]["state"] == "idle"
 
 
 async def test_flow_rings_the_doorbell_and_goes_back(
@@ -286,45 +294,31 @@ async def test_flow_rings_the_doorbell_and_goes_back(
 ) -> None:
     settings = flow_agent(agent_settings, width=320, height=180, bitrate_kbps=400)
     dashboard, camera = page_server.color("3366cc"), page_server.color("cc6633")
-    async with (
-        real_agent(settings),
-        running_node_red(node_red, tmp_path / "node-red", mosquitto.port) as base,
-        aiohttp.ClientSession() as http,
-        http.ws_connect(f"{base}/comms") as ws,
-    ):
-        editor = Editor(base, ws)
-        collecting = asyncio.create_task(editor.collect())
-        try:
-            await ws.send_str(json.dumps({"subscribe": "debug"}))
-            await ws.send_str(json.dumps({"subscribe": "status/#"}))
-            await editor.wait(lambda: editor.statuses.get("pagecast.show.availability") == "online")
-            await editor.press(http, "pagecast.inject.start", dashboard)
-            await editor.wait(
-                lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {dashboard}"
-            )
+    async with flow_editor(settings, node_red, tmp_path, mosquitto) as (editor, http, _):
+        await editor.wait(lambda: editor.statuses.get("pagecast.show.availability") == "online")
+        await editor.press(http, "pagecast.inject.start", dashboard)
+        await editor.wait(
+            lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {dashboard}"
+        )
 
-            mark = len(editor.debug)
-            await editor.press(http, "pagecast.inject.doorbell", camera, duration=4)
-            response = await editor.wait_debug(
-                "pagecast.debug.response", lambda m: m["payload"]["command"] == "start", since=mark
-            )
-            assert response["payload"]["id"].startswith("node-red-doorbell-")
-            interrupted = await editor.wait_debug(
-                "pagecast.debug.event", lambda e: e["event"] == "interrupted", since=mark
-            )
-            assert interrupted["url"] == camera
-            assert interrupted["revert_to"] == dashboard
-            await editor.wait(
-                lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {camera}"
-            )
-            reverted = await editor.wait_debug(
-                "pagecast.debug.event", lambda e: e["event"] == "reverted", since=mark
-            )
-            assert (reverted["url"], reverted["in_place"]) == (dashboard, True)
-            await editor.wait(
-                lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {dashboard}"
-            )
-        finally:
-            collecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collecting
+        mark = len(editor.debug)
+        await editor.press(http, "pagecast.inject.doorbell", camera, duration=4)
+        response = await editor.wait_debug(
+            "pagecast.debug.response", lambda m: m["payload"]["command"] == "start", since=mark
+        )
+        assert response["payload"]["id"].startswith("node-red-doorbell-")
+        interrupted = await editor.wait_debug(
+            "pagecast.debug.event", lambda e: e["event"] == "interrupted", since=mark
+        )
+        assert interrupted["url"] == camera
+        assert interrupted["revert_to"] == dashboard
+        await editor.wait(
+            lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {camera}"
+        )
+        reverted = await editor.wait_debug(
+            "pagecast.debug.event", lambda e: e["event"] == "reverted", since=mark
+        )
+        assert (reverted["url"], reverted["in_place"]) == (dashboard, True)
+        await editor.wait(
+            lambda: editor.statuses.get("pagecast.show.status") == f"streaming: {dashboard}"
+        )
