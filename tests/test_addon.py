@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from support.http import serving
+from support.loopback import serving
 
 from agent import __version__
 from agent.config import Settings

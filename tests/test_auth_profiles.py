@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import async_playwright
 from pydantic import ValidationError
-from support.http import serving
+from support.loopback import serving
 from support.streaming import until, until_async
 
 from agent.config import AuthProfile, BrowserSettings

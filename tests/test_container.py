@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from support.containers import ROOT, Container, container, docker, sandboxed_renderers
-from support.http import serving
+from support.loopback import serving
 from support.media import fetch, media_playlist, media_playlist_url, probe_streams
 from support.mqtt import Mosquitto, Probe, free_port, probe
 from support.pages import PageServer

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from aiohttp import web
-from support.http import serving
+from support.loopback import serving
 
 from agent.cli import SUBCOMMANDS
 from agent.config import Settings
