@@ -124,8 +124,8 @@ class StreamSettings(_Section):
     http_port: int = Field(8099, ge=0, le=65535)
     public_host: str | None = Field(None, description="host the Cast device uses to reach us")
     default_quality: str = "720p"
-    # low: 0.5 s segments and a start hint 2.5 segments behind the live edge; normal: 1 s
-    # segments and players' own defaults (three segments), more slack for a shaky Wi-Fi.
+    # low: 0.5 s segments, players start 1.125 s behind the live edge; normal: 1 s segments,
+    # players start 2 s behind, more slack for a shaky Wi-Fi (start_offset_s).
     # bench/pipeline.py measures the glass-to-glass latency of both.
     latency: Literal["low", "normal"] = "low"
     segment_seconds: float | None = Field(
@@ -157,13 +157,16 @@ class StreamSettings(_Section):
         return max(3, round(6.0 / self.segment_length_s))
 
     @property
-    def start_offset_s(self) -> float | None:
-        """How far behind the live edge players should start (EXT-X-START), None: their own
-        default (three segments). Players learn of a segment within a few tens of
-        milliseconds of its listing (agent/stream/hls.py fresh_playlist). Two segments left
-        Shaka one stall in 10 minutes (bench/pipeline.py --soak 600); two and a half give
-        the player a quarter second more to spare."""
-        return 2.5 * self.segment_length_s if self.latency == "low" else None
+    def start_offset_s(self) -> float:
+        """How far behind the live edge players start (EXT-X-START in the master playlist).
+        Players hold that distance for the whole play, so it is most of the latency (Shaka's
+        start-up adds 0.3-0.6 s). It is also their slack: a segment reaches a player about
+        0.2 s after it is listed (agent/stream/hls.py fresh_playlist), the rest rides out a
+        late one. Low: two segments stalled Shaka once in two 10-minute plays, two and a half
+        put it above 2 s, two and a quarter did neither (bench/pipeline.py --soak 600).
+        Normal: two whole segments, a second less than players' own default of three, which
+        would leave them where a plain pipeline is."""
+        return (2.25 if self.latency == "low" else 2.0) * self.segment_length_s
 
 
 class BrowserSettings(_Section):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import BrowserSettings
+from agent.config import BrowserSettings, StreamSettings
 from agent.stream.address import local_address_towards, stream_host
 from agent.stream.browser import sandbox_enabled
 from agent.stream.encoder import EncoderSpec, ffmpeg_args, parse_progress
-from agent.stream.hls import media_bitrate_kbps, parse_playlist
+from agent.stream.hls import master_playlist, media_bitrate_kbps, parse_playlist
 from agent.stream.navigation import describe
 
 PLAYLIST = """#EXTM3U
@@ -35,6 +35,21 @@ def test_playlist_parsing() -> None:
     assert playlist.durations == (1.0, 0.5)
     assert playlist.last_sequence == 42
     assert parse_playlist("#EXTM3U\n").last_sequence is None
+
+
+@pytest.mark.parametrize(
+    ("latency", "offset"),
+    [("low", "-1.125"), ("normal", "-2")],  # 2.25 segments of 0.5 s; 2 segments of 1 s
+)
+def test_master_playlist_tells_players_where_to_start(latency: str, offset: str) -> None:
+    """Both players take EXT-X-START from the master playlist; it must come before the
+    variant it applies to, and it is what the bench's latency and stall figures rest on."""
+    settings = StreamSettings(latency=latency)
+    lines = master_playlist(1280, 720, 2500, settings.start_offset_s).splitlines()
+    start = lines.index(f"#EXT-X-START:TIME-OFFSET={offset}")
+    variant = next(i for i, line in enumerate(lines) if line.startswith("#EXT-X-STREAM-INF:"))
+    assert start < variant
+    assert 'CODECS="avc1.640029,mp4a.40.2"' in lines[variant]
 
 
 def test_bitrate_from_segment_sizes(tmp_path: Path) -> None:
