@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -20,6 +23,7 @@ from pathlib import Path
 import meter
 
 MOSQUITTO = "/usr/sbin/mosquitto"
+_REPO = Path(__file__).resolve().parents[1]
 _SETTLE_S = 8.0
 
 
@@ -84,6 +88,50 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+# The libraries the agent imports, in the order it needs them; the last entry is the agent.
+_IMPORTS = (
+    ("asyncio, ssl", "asyncio, ssl"),
+    ("loguru, yaml", "loguru, yaml"),
+    ("pydantic-settings", "pydantic_settings"),
+    ("aiomqtt", "aiomqtt"),
+    ("aiohttp", "aiohttp.web"),
+    ("pychromecast, zeroconf", "pychromecast"),
+    ("playwright", "playwright.async_api"),
+    ("the agent's own modules", "agent.app, agent.cli"),
+)
+_IMPORT_PROBE = """
+import importlib, json, sys
+def rss():
+    with open('/proc/self/status') as status:
+        return next(int(l.split()[1]) / 1024 for l in status if l.startswith('VmRSS:'))
+figures = [rss()]
+for modules in sys.argv[1:]:
+    for module in modules.split(', '):
+        importlib.import_module(module)
+    figures.append(rss())
+print(json.dumps(figures))
+"""
+
+
+def import_costs() -> list[float]:
+    """RSS (MB) of a bare interpreter, then after each entry of ``_IMPORTS``: what the
+    libraries cost before the agent has done anything."""
+    argv = [sys.executable, "-c", _IMPORT_PROBE, *(modules for _, modules in _IMPORTS)]
+    done = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=_REPO)
+    return [float(x) for x in json.loads(done.stdout)]
+
+
+def import_row() -> tuple[str, str, str, str]:
+    runs = [import_costs() for _ in range(3)]
+    figures = [statistics.median(step) for step in zip(*runs, strict=True)]
+    steps = ", ".join(
+        f"{label} +{after - before:.0f}"
+        for (label, _), (before, after) in zip(_IMPORTS, itertools.pairwise(figures), strict=True)
+    )
+    return ("  python RSS after imports only (MB)", f"{figures[-1]:.0f}", "-",
+            f"bare {figures[0]:.0f}, {steps}")  # fmt: skip
+
+
 async def rows(work_dir: Path, runs: int = 2) -> list[tuple[str, str, str, str]]:
     results = [await idle_agent(work_dir) for _ in range(runs)]
 
@@ -98,5 +146,6 @@ async def rows(work_dir: Path, runs: int = 2) -> list[tuple[str, str, str, str]]
         ("idle agent, warm browser: tree PSS (MB)", f"{total:.0f}", "-", "≤ 400"),
         ("  PSS by process kind (MB)", split, "-", f"{med('renderers'):.0f} renderers"),
         ("idle agent: python RSS (MB)", f"{med('python rss'):.0f}", "-", "≤ 60"),
+        import_row(),
         ("  (load average while measured)", f"{others:.1f}", "-", "PSS is lower when loaded"),
     ]
