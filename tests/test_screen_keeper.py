@@ -3,12 +3,13 @@ the browser warms up at the default size gets a working screen."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from support.listener import RecordingListener
 from support.pages import PageServer
-from support.procs import descendants, named
+from support.procs import descendants, environment, named
 from support.streaming import running_backend, until
 
 from agent.supervisor.session import StreamRequest
@@ -44,6 +45,23 @@ async def test_a_warm_browser_idles_without_a_page(tmp_path: Path, page_server: 
             await session.stop()
             await until(lambda: renderers() == [], within=30)
             assert backend.screens.current is screen  # the same warm browser throughout
+
+
+async def test_the_driver_runs_lean_and_the_agent_keeps_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Playwright's driver (Node) gets small V8 semi-spaces after the user's own NODE_OPTIONS
+    and one malloc arena; the agent's own environment, which ffmpeg inherits, is unchanged."""
+    monkeypatch.setenv("NODE_OPTIONS", "--stack-trace-limit=20")
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    async with running_backend(tmp_path) as backend:
+        await until(lambda: backend.screens.current is not None, within=60)
+        (driver,) = named("node")
+        started_with = environment(driver.pid)
+        assert started_with["NODE_OPTIONS"] == "--stack-trace-limit=20 --max-semi-space-size=1"
+        assert started_with["MALLOC_ARENA_MAX"] == "1"
+        assert os.environ["NODE_OPTIONS"] == "--stack-trace-limit=20"
+        assert "MALLOC_ARENA_MAX" not in os.environ
 
 
 @pytest.mark.parametrize("warmed", [False, True], ids=["while-warming", "after-warming"])

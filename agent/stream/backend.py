@@ -156,7 +156,7 @@ async def _playwright() -> AsyncIterator[Playwright]:
     """Playwright's driver for as long as the backend runs; a driver that fails to exit
     cleanly (it is often gone already at shutdown) does not stop the rest of the teardown."""
     manager = async_playwright()
-    with _driver_node_options():
+    with _driver_environment():
         playwright = await manager.__aenter__()
     try:
         yield playwright
@@ -165,24 +165,29 @@ async def _playwright() -> AsyncIterator[Playwright]:
             await manager.__aexit__(None, None, None)
 
 
-# Playwright's driver is a Node process relaying messages. V8 sizes its young generation for
-# throughput (16 MB semi-spaces); a relay idling for days does better with 1 MB (-10 MB RSS).
+# Playwright's driver is a Node process relaying messages, idle most of the time. V8 sizes its
+# young generation for throughput (16 MB semi-spaces; 1 MB: -10 MB RSS), and glibc gives each
+# of its threads a malloc arena (one arena: -4 MB PSS, bench/pipeline.py --only footprint).
 _DRIVER_NODE_OPTIONS = "--max-semi-space-size=1"
+_DRIVER_MALLOC_ARENAS = "1"
 
 
 @contextlib.contextmanager
-def _driver_node_options() -> Iterator[None]:
-    """NODE_OPTIONS for the driver Playwright spawns now (it copies os.environ), the user's
-    own options kept; restored once the driver runs."""
-    before = os.environ.get("NODE_OPTIONS")
-    os.environ["NODE_OPTIONS"] = f"{before or ''} {_DRIVER_NODE_OPTIONS}".strip()
+def _driver_environment() -> Iterator[None]:
+    """The environment of the driver Playwright spawns now (it copies os.environ): our
+    NODE_OPTIONS after the user's own, the user's MALLOC_ARENA_MAX if set; restored once
+    the driver runs."""
+    saved = {name: os.environ.get(name) for name in ("NODE_OPTIONS", "MALLOC_ARENA_MAX")}
+    os.environ["NODE_OPTIONS"] = f"{saved['NODE_OPTIONS'] or ''} {_DRIVER_NODE_OPTIONS}".strip()
+    os.environ.setdefault("MALLOC_ARENA_MAX", _DRIVER_MALLOC_ARENAS)
     try:
         yield
     finally:
-        if before is None:
-            del os.environ["NODE_OPTIONS"]
-        else:
-            os.environ["NODE_OPTIONS"] = before
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

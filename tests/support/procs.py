@@ -45,6 +45,12 @@ def descendants(root: int | None = None) -> list[Proc]:
     return found
 
 
+def environment(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was started with."""
+    entries = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
 def named(prefix: str, root: int | None = None) -> list[Proc]:
     return [p for p in descendants(root) if p.name.startswith(prefix)]
 
