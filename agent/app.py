@@ -128,7 +128,7 @@ async def _wire(
     health = Health(
         [
             mqtt_probe(transport, settings.mqtt.health_grace_s),
-            segment_probe(supervisor, settings.stream.segment_length_s),
+            segment_probe(supervisor, settings.stream.stall_after_s),
         ]
     )
     if keeper is not None:

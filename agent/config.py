@@ -157,6 +157,13 @@ class StreamSettings(_Section):
         return max(3, round(6.0 / self.segment_length_s))
 
     @property
+    def stall_after_s(self) -> float:
+        """The newest segment older than this while ffmpeg runs: it hangs (e.g. on a display
+        that went away). The pipeline restarts it then and /healthz says so; four segments,
+        and never less than 4 s, so that a loaded machine's hiccup is no stall."""
+        return max(4 * self.segment_length_s, 4.0)
+
+    @property
     def start_offset_s(self) -> float:
         """How far behind the live edge players start (EXT-X-START in the master playlist).
         Players hold that distance for the whole play, so it is most of the latency (Shaka's

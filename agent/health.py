@@ -16,9 +16,6 @@ from typing import Any, Protocol
 from agent.errors import ErrorInfo
 from agent.supervisor.state import State, Status, StreamFigures
 
-# A stream is stale once its newest segment is older than this many segment lengths.
-STALE_SEGMENTS = 4
-
 
 @dataclass(frozen=True, slots=True)
 class Check:
@@ -75,9 +72,10 @@ def task_probe(name: str, alive: Callable[[], bool]) -> Probe:
     return check
 
 
-def segment_probe(supervisor: Watched, segment_seconds: float) -> Probe:
-    """While streaming, the encoder must keep writing segments; the device then plays them."""
-    limit = STALE_SEGMENTS * segment_seconds
+def segment_probe(supervisor: Watched, limit: float) -> Probe:
+    """While streaming, the encoder must keep writing segments; the device then plays them.
+    ``limit`` is the pipeline's own stall limit: a stream it still counts as running is not
+    reported stuck."""
 
     def check() -> Check:
         if supervisor.status.state is not State.STREAMING:

@@ -17,7 +17,7 @@ import pytest
 from support.agent import real_agent
 from support.mqtt import Mosquitto, free_port
 
-from agent.config import Settings
+from agent.config import Settings, StreamSettings
 from agent.errors import ErrorCode, ErrorInfo
 from agent.health import Health, mqtt_probe, segment_probe, startup_probe, task_probe
 from agent.startup import describe_fault
@@ -55,7 +55,7 @@ def test_mqtt_fails_only_after_the_grace() -> None:
 
 def test_a_stale_segment_fails_only_while_streaming() -> None:
     supervisor = _Supervisor(segment_age_s=4.5)
-    probe = segment_probe(supervisor, segment_seconds=1.0)
+    probe = segment_probe(supervisor, limit=4.0)
     assert probe().ok  # idle: no segments expected
     supervisor.status = Status(state=State.STREAMING)
     assert not probe().ok
@@ -64,6 +64,17 @@ def test_a_stale_segment_fails_only_while_streaming() -> None:
     supervisor.status = Status(state=State.WAITING)
     supervisor.segment_age_s = 60.0
     assert probe().ok  # parked for a TV that is off: no segments is right
+
+
+def test_health_and_pipeline_share_one_stall_limit() -> None:
+    """With 0.5 s segments four segments are 2 s: /healthz failed at 2 s while the pipeline
+    waited 4 s before it called ffmpeg stalled; both read ``stall_after_s`` now."""
+    assert StreamSettings(latency="low").stall_after_s == 4.0
+    assert StreamSettings(latency="normal").stall_after_s == 4.0
+    assert StreamSettings(segment_seconds=2.0).stall_after_s == 8.0
+    supervisor = _Supervisor(segment_age_s=3.0)  # six segments of 0.5 s: a hiccup, no stall
+    supervisor.status = Status(state=State.STREAMING)
+    assert segment_probe(supervisor, StreamSettings().stall_after_s)().ok
 
 
 def test_the_body_names_every_failing_part() -> None:

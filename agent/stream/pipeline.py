@@ -28,10 +28,6 @@ from agent.supervisor.state import StreamFigures
 
 _FIRST_SEGMENT_TIMEOUT_S = 15.0
 _SEGMENT_POLL_S = 0.05
-# ffmpeg alive but no new segment for this many segment lengths (at least _STALL_MIN_S):
-# it hangs (e.g. on a display that went away) and is restarted like a dead one.
-_STALL_SEGMENTS = 4
-_STALL_MIN_S = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +253,7 @@ class Pipeline:
 
     @property
     def stalled(self) -> bool:
-        limit = max(_STALL_SEGMENTS * self._settings.stream.segment_length_s, _STALL_MIN_S)
-        return self.segment_age_s > limit
+        return self.segment_age_s > self._settings.stream.stall_after_s
 
     def trouble(self) -> str | None:
         """What is broken, in a phrase for logs and events; None when all runs (or parked)."""
