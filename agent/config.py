@@ -167,10 +167,11 @@ class StreamSettings(_Section):
     def start_offset_s(self) -> float:
         """How far behind the live edge players start (EXT-X-START in the master playlist).
         Players hold that distance for the whole play, so it is most of the latency (Shaka's
-        start-up adds 0.3-0.6 s). It is also their slack: a segment reaches a player about
-        0.2 s after it is listed (agent/stream/hls.py fresh_playlist), the rest rides out a
-        late one. Low: two segments stalled Shaka once in two 10-minute plays, two and a half
-        put it above 2 s, two and a quarter did neither (bench/pipeline.py --soak 600).
+        start-up adds 0.3-0.6 s). It is also their slack: a playing Shaka takes a segment
+        at its next buffering tick (0.25 s) after the listing reaches it (agent/stream/hls.py
+        fresh_playlist); the rest rides out a late one. Low: two segments stalled Shaka once
+        in two 10-minute plays, two and a half put it above 2 s, two and a quarter did
+        neither (bench/pipeline.py --soak 600).
         Normal: two whole segments, a second less than players' own default of three, which
         would leave them where a plain pipeline is."""
         return (2.25 if self.latency == "low" else 2.0) * self.segment_length_s

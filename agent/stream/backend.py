@@ -167,7 +167,8 @@ async def _playwright() -> AsyncIterator[Playwright]:
 
 # Playwright's driver is a Node process relaying messages, idle most of the time. V8 sizes its
 # young generation for throughput (16 MB semi-spaces; 1 MB: -10 MB RSS), and glibc gives each
-# of its threads a malloc arena (one arena: -4 MB PSS, bench/pipeline.py --only footprint).
+# of its threads a malloc arena (one arena: node's PSS 104 -> 101 MB in the footprint rows of
+# bench/pipeline.py).
 _DRIVER_NODE_OPTIONS = "--max-semi-space-size=1"
 _DRIVER_MALLOC_ARENAS = "1"
 
