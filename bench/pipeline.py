@@ -3,6 +3,7 @@
     .venv/bin/python bench/pipeline.py            # full: 5 interleaved runs, 15 s windows
     .venv/bin/python bench/pipeline.py --quick    # 2 runs, 8 s windows, 720p only
     .venv/bin/python bench/pipeline.py --only latency --soak 600   # 10 minutes in both players
+    .venv/bin/python bench/pipeline.py --only latency --soak 600 --soak-latency normal
 
 Prints one table; every agent figure next to the reference measured in the same run:
 
@@ -336,19 +337,21 @@ def _latency_cell(runs: list[glass.Latency]) -> str:
     return text + (f" ({stalls} stalls)" if stalls else "")
 
 
-async def soak_rows(options: Options, seconds: float) -> list[tuple[str, str, str, str]]:
-    """Both players on one agent stream (latency low) for ``seconds``: stalls and latency."""
+async def soak_rows(
+    options: Options, seconds: float, latency: str
+) -> list[tuple[str, str, str, str]]:
+    """Both players on one agent stream at ``latency`` for ``seconds``: stalls and latency."""
     glass.ensure_players()
     executable = str(Settings().browser.executable)
     async with (
         glass.served_pages() as (clock, origin),
         glass.viewer(executable) as browser,
-        agent_stream(options.work_dir, clock, "720p") as (_, _, url),
+        agent_stream(options.work_dir, clock, "720p", latency=latency) as (_, _, url),
     ):
         measured = await glass.measure_players(browser, origin, url, warmup=6, seconds=seconds)
     return [
-        (f"soak {seconds:g} s, {player}, latency low", latency.cell(), "-", "no stalls")
-        for player, latency in measured.items()
+        (f"soak {seconds:g} s, {player}, latency {latency}", result.cell(), "-", "no stalls")
+        for player, result in measured.items()
     ]
 
 
@@ -461,6 +464,9 @@ def parse_args() -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--seconds", type=float, help="CPU window")
     parser.add_argument("--only", choices=["cpu", "latency", "speed", "footprint"], nargs="*")
     parser.add_argument("--soak", type=float, help="also play N s in both players (stalls)")
+    parser.add_argument(
+        "--soak-latency", choices=["low", "normal"], default="low", help="the soak's setting"
+    )
     args = parser.parse_args()
     runs = args.runs or (2 if args.quick else 5)
     seconds = args.seconds or (8.0 if args.quick else 15.0)
@@ -500,7 +506,7 @@ async def main() -> None:
         if "speed" in only:
             rows += await speed_rows(options, pages)
     if args.soak:
-        rows += await soak_rows(options, args.soak)
+        rows += await soak_rows(options, args.soak, args.soak_latency)
     if "footprint" in only:
         rows += await footprint.rows(options.work_dir)
     print_table("results", rows)
