@@ -3,15 +3,17 @@ the browser warms up at the default size gets a working screen."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 from support.listener import RecordingListener
 from support.pages import PageServer
-from support.procs import descendants, environment, named
-from support.streaming import running_backend, until
+from support.procs import Proc, descendants, environment, named
+from support.streaming import NoDevice, running_backend, stream_settings, until
 
+from agent.stream.backend import StreamBackend
 from agent.supervisor.session import StreamRequest
 
 pytestmark = pytest.mark.timeout(180)
@@ -56,12 +58,32 @@ async def test_the_driver_runs_lean_and_the_agent_keeps_its_environment(
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     async with running_backend(tmp_path) as backend:
         await until(lambda: backend.screens.current is not None, within=60)
-        (driver,) = named("node")
+        (driver,) = drivers()
         started_with = environment(driver.pid)
         assert started_with["NODE_OPTIONS"] == "--stack-trace-limit=20 --max-semi-space-size=1"
         assert started_with["MALLOC_ARENA_MAX"] == "1"
         assert os.environ["NODE_OPTIONS"] == "--stack-trace-limit=20"
         assert "MALLOC_ARENA_MAX" not in os.environ
+
+
+def drivers() -> list[Proc]:
+    # By what it runs: other node processes (Node-RED) may be around.
+    return [p for p in named("node") if "run-driver" in p.cmdline]
+
+
+async def test_a_backend_stopped_while_the_driver_starts_leaves_no_driver(tmp_path: Path) -> None:
+    """An agent stopped right after it started: Playwright's driver is forked but has not
+    answered yet. The stop waits for it and ends it rather than leave it running."""
+    backend = StreamBackend(stream_settings(tmp_path), NoDevice())
+    entering = asyncio.create_task(backend.__aenter__())
+    await until(drivers, within=30, interval=0.005)
+    # Past the fork, into the handshake: the driver takes about 0.4 s to answer.
+    await asyncio.sleep(0.1)
+    assert not entering.done()
+    entering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await entering
+    assert drivers() == []
 
 
 @pytest.mark.parametrize("warmed", [False, True], ids=["while-warming", "after-warming"])

@@ -22,6 +22,7 @@ from agent.config import Settings
 from agent.retry import Backoff
 from agent.stream import hwaccel
 from agent.stream.browser import Geometry
+from agent.stream.process import start_owned
 from agent.stream.screen import ScreenKeeper
 from agent.stream.session import PipelineSession, SessionParts
 from agent.supervisor.session import SessionListener, StreamRequest
@@ -154,10 +155,19 @@ class StreamBackend:
 @contextlib.asynccontextmanager
 async def _playwright() -> AsyncIterator[Playwright]:
     """Playwright's driver for as long as the backend runs; a driver that fails to exit
-    cleanly (it is often gone already at shutdown) does not stop the rest of the teardown."""
+    cleanly (it is often gone already at shutdown) does not stop the rest of the teardown.
+
+    A cancellation while the driver starts (an agent stopped right after it started) would
+    leave the forked driver running with nobody to stop it: Playwright hands over its
+    handle only once the start completes. So the start completes, and is undone, first.
+    """
     manager = async_playwright()
+
+    async def stop(_playwright: Playwright) -> None:
+        await manager.__aexit__(None, None, None)
+
     with _driver_environment():
-        playwright = await manager.__aenter__()
+        playwright = await start_owned(manager.__aenter__(), stop)
     try:
         yield playwright
     finally:
