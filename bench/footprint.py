@@ -95,7 +95,8 @@ _IMPORTS = (
     ("pydantic-settings", "pydantic_settings"),
     ("aiomqtt", "aiomqtt"),
     ("aiohttp", "aiohttp.web"),
-    ("pychromecast, zeroconf", "pychromecast"),
+    # As the agent imports it: without requests (agent/cast/__init__.py).
+    ("pychromecast, zeroconf", "agent.cast"),
     ("playwright", "playwright.async_api"),
     ("the agent's own modules", "agent.app, agent.cli"),
 )

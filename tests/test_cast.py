@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import pytest
 from fakecast import FakeCastDevice, LiveHlsServer, free_loopback_address
 from pychromecast import IDLE_APP_ID
 from pychromecast.config import APP_MEDIA_RECEIVER
+from support.agent_process import REPO
 
 from agent.cast import connection
 from agent.cast.base import BACKDROP_APP_ID, MEDIA_RECEIVER_APP_ID, DeviceFacts
@@ -63,6 +65,21 @@ async def facts_until(device: ChromecastDevice, predicate: Any, within_s: float)
 
 def test_app_ids_are_pychromecasts() -> None:
     assert (MEDIA_RECEIVER_APP_ID, BACKDROP_APP_ID) == (APP_MEDIA_RECEIVER, IDLE_APP_ID)
+
+
+def test_pychromecast_imports_requests_only_once_it_uses_it() -> None:
+    """requests serves pychromecast's app lookups on Google's servers, which the agent never
+    makes; it stays out of the agent's memory, and is still there if something uses it."""
+    probe = """if True:
+        import sys
+        import agent.app
+        assert "requests" not in sys.modules
+        from pychromecast import config
+        get = config.requests.get
+        import requests
+        assert get is requests.get and sys.modules["requests"] is requests
+    """
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPO, timeout=60)
 
 
 async def test_show_reaches_playing_and_stop_quits_our_app(
