@@ -6,12 +6,16 @@
 (session double by default), yielded once it announced ``online`` (watched by a client made
 with ``probe_options``, e.g. TLS); stopped cleanly at the end of the block.
 ``agent``: one such agent with default settings (``agent.root`` is its ``~``).
+Every test fails if a process it started is still running a few seconds after it ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Any
 import pytest
 from support.agent_double import DoubleFactory, RunningAgent
 from support.mqtt import Mosquitto, probe
+from support.procs import descendants
 from support.settings import merge
 
 from agent.app import run_agent
@@ -29,6 +34,29 @@ from agent.supervisor.session import SessionFactory
 # The fake Cast device and a tiny live HLS stream (tests/fakecast); local test pages; the
 # image built on a real Docker engine (skipped without one).
 pytest_plugins = ["fakecast.fixtures", "support.pages", "support.containers"]
+
+
+# How long a child may take to exit after its test ended (a driver, a browser closing).
+LEAK_GRACE_S = 10.0
+
+
+@pytest.fixture(autouse=True)
+def nothing_outlives_the_test() -> Iterator[None]:
+    """Every process a test started, directly or through the agent, is gone when it ends.
+
+    Autouse, so set up first and checked last, after the test's own fixtures stopped what
+    they started. A leftover is killed, so that one leak fails one test, not the ones after.
+    """
+    before = {proc.pid for proc in descendants()}
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while left := [proc for proc in descendants() if proc.pid not in before]:
+        if time.monotonic() > deadline:
+            for proc in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+            pytest.fail(f"left running: {[(proc.pid, proc.cmdline[:120]) for proc in left]}")
+        time.sleep(0.1)
 
 
 @pytest.fixture(autouse=True)
