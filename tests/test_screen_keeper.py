@@ -26,6 +26,11 @@ def renderers() -> list[str]:
     return [p.cmdline for p in descendants() if "--type=renderer" in p.cmdline]
 
 
+def drivers() -> list[Proc]:
+    # By what it runs: other node processes (Node-RED) may be around.
+    return [p for p in named("node") if "run-driver" in p.cmdline]
+
+
 async def test_a_warm_browser_idles_without_a_page(tmp_path: Path, page_server: PageServer) -> None:
     """Between sessions the browser keeps no page open: no renderer process idles (60-80 MB
     PSS); the next session opens its own page and streams."""
@@ -64,11 +69,6 @@ async def test_the_driver_runs_lean_and_the_agent_keeps_its_environment(
         assert started_with["MALLOC_ARENA_MAX"] == "1"
         assert os.environ["NODE_OPTIONS"] == "--stack-trace-limit=20"
         assert "MALLOC_ARENA_MAX" not in os.environ
-
-
-def drivers() -> list[Proc]:
-    # By what it runs: other node processes (Node-RED) may be around.
-    return [p for p in named("node") if "run-driver" in p.cmdline]
 
 
 async def test_a_backend_stopped_while_the_driver_starts_leaves_no_driver(tmp_path: Path) -> None:
